@@ -1,0 +1,1 @@
+"""Data, sampling, transforms and the train/test engine of videorec."""

@@ -1,0 +1,91 @@
+"""Build datasets and loaders from the settings and the model's input spec."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, List, Optional
+
+import torch
+
+from archs.registry import InputSpec
+from dataset_configs import DatasetConfig, get_dataset
+from ops.config import DataSettings
+from ops.dataset import SamplingSettings, VideoDataset
+from ops.distributed import DistInfo
+from ops.records import read_list_file
+from ops.transforms import ClipTransform
+
+
+def dataset_config(data: DataSettings) -> DatasetConfig:
+    """The registry entry with the flags' overrides applied (they really take effect)."""
+    cfg = get_dataset(data.dataset, root=data.root)
+    return cfg.with_overrides(train_list=data.train_list, val_list=data.val_list, test_list=data.test_list,
+                              frame_template=data.frame_template)
+
+
+def resolve_spec(spec: InputSpec, data: DataSettings) -> InputSpec:
+    """The model's spec with the data flags applied (crop size, dense sampling ...)."""
+    spec = spec.replace(crop_size=data.crop_size, scale_size=data.scale_size, dense_stride=data.dense_stride)
+    if data.crop_size and not data.scale_size:
+        spec = spec.replace(scale_size=data.crop_size * 256 // 224)
+    return spec.replace(sampling="dense") if data.dense_sample else spec
+
+
+@dataclass
+class ViewSettings:
+    """Test-time views: crops and temporal clips."""
+
+    test_crops: int = 1
+    full_res: bool = False
+    clip_index: int = 0
+    num_clips: int = 1
+    twice: bool = False
+
+
+def build_dataset(data: DataSettings, spec: InputSpec, split: str, mode: str,
+                  views: Optional[ViewSettings] = None, cfg: Optional[DatasetConfig] = None) -> VideoDataset:
+    cfg = cfg or dataset_config(data)
+    views = views or ViewSettings()
+    records = read_list_file(cfg.list_path(split), cfg.num_classes)
+    sampling = SamplingSettings(mode=mode, num_segments=spec.num_segments, new_length=spec.frames_per_segment,
+                                sampling=spec.sampling, dense_stride=spec.dense_stride,
+                                clip_index=views.clip_index, num_clips=views.num_clips, twice=views.twice)
+    transform = ClipTransform(mode=mode, crop_size=spec.crop_size, scale_size=spec.scale_size, mean=spec.mean,
+                              std=spec.std, value_range=spec.value_range, test_crops=views.test_crops,
+                              full_res=views.full_res, flip=cfg.flip, flip_map=cfg.flip_map())
+    return VideoDataset(records, root=cfg.root, template=cfg.frame_template, sampling=sampling, transform=transform,
+                        num_classes=cfg.num_classes, multi_label=cfg.multi_label, video_ext=cfg.video_ext,
+                        strict=data.strict_data)
+
+
+class TrainSampler(torch.utils.data.Sampler):
+    """Shuffled indices per epoch (seed + epoch), split across ranks like DistributedSampler,
+    with ``skip`` items left out at the start (to resume inside an epoch)."""
+
+    def __init__(self, n: int, info: DistInfo, seed: int) -> None:
+        self.n, self.info, self.seed = n, info, seed
+        self.epoch, self.skip = 0, 0
+        self.per_rank = -(-n // info.world_size)
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        order += order[: self.per_rank * self.info.world_size - self.n]  # pad so every rank gets as many
+        return iter(order[self.info.rank::self.info.world_size][self.skip:])
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip
+
+
+def make_loader(dataset: VideoDataset, batch_size: int, workers: int, *, sampler=None, indices: Optional[List[int]] = None,
+                drop_last: bool = False, seed: int = 0) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``sampler`` (training) or a fixed list of ``indices`` (evaluation)."""
+    if sampler is None:
+        sampler = indices if indices is not None else list(range(len(dataset)))
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
+        pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
+

@@ -1,0 +1,121 @@
+"""The clip dataset: list-file records -> sampler -> source -> transform -> views.
+
+Each item is a dict::
+
+    {"clip": float (V, C, T, H, W),   # V views (1 for train/val, crops x clips for test)
+     "target": int64 () | float (K,), # multi-hot for multi-label datasets
+     "index": int,                    # row in the list file
+     "bad": str}                      # "path<TAB>reason" lines of samples that failed
+
+A sample that cannot be read is replaced by another one in training (counted
+and reported through ``bad``); in val/test it is flagged (``index`` = -1 - row) so
+the engine leaves it out of the metrics and score files instead of scoring
+another video in its place. ``strict=True`` raises on the first bad sample.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ops.records import VideoRecord
+from ops.sampling import sample_indices
+from ops.sources import SourceError, open_source, resolve_path
+from ops.transforms import ClipTransform
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How frames are picked (see ops.sampling); ``clip_index`` of ``num_clips`` for test."""
+
+    mode: str
+    num_segments: int
+    new_length: int = 1
+    sampling: str = "segment"
+    dense_stride: int = 8
+    clip_index: int = 0
+    num_clips: int = 1
+    twice: bool = False
+
+    @property
+    def clips_per_sample(self) -> int:
+        return 2 if self.twice and self.mode != "train" and self.sampling == "segment" else 1
+
+    def indices(self, num_frames: int, rng: Optional[np.random.Generator]) -> np.ndarray:
+        return sample_indices(num_frames, rng=rng, **{k: v for k, v in asdict(self).items()})
+
+
+class VideoDataset(torch.utils.data.Dataset):
+    """Clips of the videos of a list file (frame folders or video files)."""
+
+    def __init__(self, records: Sequence[VideoRecord], *, root: str, template: str, sampling: SamplingSettings,
+                 transform: ClipTransform, num_classes: int, multi_label: bool = False, video_ext: str = "",
+                 strict: bool = False, max_replacements: int = 10) -> None:
+        self.records = list(records)
+        self.root = root
+        self.template = template
+        self.sampling = sampling
+        self.transform = transform
+        self.num_classes = num_classes
+        self.multi_label = multi_label
+        self.video_ext = video_ext
+        self.strict = strict
+        self.max_replacements = max_replacements
+        self.seed = 0
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int, seed: int) -> None:
+        """Training randomness of item i is a pure function of (seed, epoch, i):
+        independent of workers and batch order, so resuming mid-epoch is exact."""
+        self.epoch, self.seed = epoch, seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def path(self, index: int):
+        return resolve_path(self.root, self.records[index].path, self.video_ext)
+
+    def load(self, index: int, rng: Optional[np.random.Generator]):
+        """(views (V, C, T, H, W), labels) of record ``index``; raises SourceError."""
+        record = self.records[index]
+        source = open_source(self.path(index), self.template, record.num_frames)
+        indices = self.sampling.indices(source.num_frames, rng)
+        frames = source.read(indices)
+        clips = frames.chunk(self.sampling.clips_per_sample)
+        outs = [self.transform(clip, record.labels, rng) for clip in clips]
+        return torch.cat([views for views, _ in outs]), outs[0][1]
+
+    def target(self, labels: Sequence[int]) -> torch.Tensor:
+        if self.multi_label:
+            hot = torch.zeros(self.num_classes)
+            hot[list(labels)] = 1.0
+            return hot
+        return torch.tensor(labels[0], dtype=torch.int64)
+
+    def placeholder(self) -> torch.Tensor:
+        """Zeros shaped like a real item's views, for a flagged bad val/test sample."""
+        t = self.sampling.num_segments * self.sampling.new_length
+        tf = self.transform
+        size = tf.scale_size if (tf.mode == "test" and tf.full_res and tf.test_crops == 3) else tf.crop_size
+        return torch.zeros(tf.num_views * self.sampling.clips_per_sample, 3, t, size, size)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        bad: List[str] = []
+        current = index
+        for _ in range(self.max_replacements + 1):
+            try:
+                clip, labels = self.load(current, rng)
+                return {"clip": clip, "target": self.target(labels), "index": current, "bad": "\n".join(bad)}
+            except SourceError as exc:
+                if self.strict:
+                    raise
+                bad.append(f"{self.path(current)}\t{exc}")
+                if self.sampling.mode != "train":
+                    record = self.records[index]
+                    return {"clip": self.placeholder(), "target": self.target(record.labels), "index": -1 - index,
+                            "bad": "\n".join(bad)}
+                current = int(rng.integers(len(self.records)))
+        raise SourceError(f"{len(bad)} unreadable samples in a row, last: {bad[-1]} (is the dataset root right?)")

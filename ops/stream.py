@@ -1,0 +1,135 @@
+"""Streaming recognition (`videorec stream`): frames in one at a time, running top-k out.
+
+A video file, URL or capture device is decoded by one ffmpeg process into a raw RGB pipe,
+resized (short side to the model's crop, then centre crop) and resampled to a fixed frame rate
+by ffmpeg itself; each frame goes through a stream model (``model.init_state`` /
+``logits, state = model(frame, state)``, e.g. ``movinet_a0_stream``), so memory stays constant
+however long the video is.
+"""
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from archs.checkpoint import read_checkpoint
+from archs.registry import InputSpec, create_model
+from ops.errors import UserError
+from ops.media import ffmpeg_exe
+
+RELEASED_NUM_CLASSES = 600  # the released MoViNet weights are Kinetics-600 classifiers
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The running prediction after ``frames`` frames (``seconds`` of video)."""
+
+    frames: int
+    seconds: float
+    top: List[Tuple[int, float]]  # (class index, probability), best first
+
+
+def ffmpeg_command(source: str, size: int, fps: Optional[float], input_format: Optional[str] = None) -> List[str]:
+    """ffmpeg arguments writing ``source`` as raw RGB24 ``size`` x ``size`` frames to stdout."""
+    filters = [f"fps={fps:g}"] if fps else []
+    filters += [f"scale={size}:{size}:force_original_aspect_ratio=increase", f"crop={size}:{size}"]
+    fmt = ["-f", input_format] if input_format else []
+    return [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", *fmt, "-i", source,
+            "-vf", ",".join(filters), "-an", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+
+
+def read_frames(source: str, size: int, *, fps: Optional[float] = None,
+                input_format: Optional[str] = None) -> Iterator[np.ndarray]:
+    """Frames of ``source`` as (size, size, 3) uint8 RGB arrays, one in memory at a time.
+
+    ``source``: anything ffmpeg opens (a file, a URL, ``/dev/video0`` with ``input_format='v4l2'``).
+    ``fps``: resample to this frame rate (None: every decoded frame). Raises :class:`UserError`
+    when ffmpeg fails before the first frame.
+    """
+    frame_bytes = size * size * 3
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(ffmpeg_command(source, size, fps, input_format), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=errors)
+        count = 0
+        try:
+            while True:
+                data = proc.stdout.read(frame_bytes)
+                if len(data) < frame_bytes:
+                    break
+                count += 1
+                yield np.frombuffer(data, dtype=np.uint8).reshape(size, size, 3)
+        finally:
+            proc.stdout.close()
+            if proc.poll() is None:
+                proc.kill()
+            code = proc.wait()
+        if count == 0 and code != 0:
+            errors.seek(0)
+            lines = errors.read().decode(errors="replace").strip().splitlines()
+            raise UserError(f"{source}: ffmpeg could not read it ({lines[-1] if lines else f'exit code {code}'})")
+
+
+def frame_tensor(frame: np.ndarray, spec: InputSpec) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, 1, H, W) float, scaled and normalised as ``spec`` says."""
+    x = torch.from_numpy(frame.copy()).permute(2, 0, 1).float() * (spec.value_range / 255.0)
+    mean = torch.tensor(spec.mean).view(3, 1, 1)
+    std = torch.tensor(spec.std).view(3, 1, 1)
+    return ((x - mean) / std)[None, :, None]
+
+
+def default_fps(spec: InputSpec) -> float:
+    """Frame rate the model was trained at: the clips sample 25 fps video every ``dense_stride`` frames."""
+    return 25.0 / spec.dense_stride
+
+
+def load_stream_model(arch: str, weights: Optional[str], num_classes: Optional[int],
+                      class_names: Sequence[str]) -> nn.Module:
+    """A stream model in eval mode: ``weights`` loaded strictly, or random weights when None.
+
+    The class count is ``num_classes``, else the checkpoint's, else the length of ``class_names``,
+    else 600 (the released MoViNet weights).
+    """
+    from ops.tester import model_from_checkpoint  # the checkpoint logic of `videorec test`
+
+    if weights is None:
+        model = create_model(arch, num_classes or len(class_names) or RELEASED_NUM_CLASSES)
+    else:
+        if num_classes is None:
+            ckpt = read_checkpoint(weights)
+            if not (isinstance(ckpt, dict) and ckpt.get("num_classes")):
+                num_classes = len(class_names) or RELEASED_NUM_CLASSES
+        model, _ = model_from_checkpoint(weights, arch, num_classes, {})
+    if not hasattr(model, "init_state"):
+        raise UserError(f"{arch} is not a stream model (no init_state); use one of `videorec models 'movinet_*_stream'`")
+    return model.eval()
+
+
+def stream_predictions(model: nn.Module, frames: Iterable[np.ndarray], *, fps: float, top_k: int = 5,
+                       every: float = 1.0, device: str = "cpu") -> Iterator[Prediction]:
+    """Feed ``frames`` one at a time, keeping the stream state; yield the running top-k
+    every ``every`` seconds of video (``fps`` frames per second) and after the last frame."""
+    spec: InputSpec = model.input_spec
+    period = fps * every  # frames between two reports
+    state, logits, count, reported = None, None, 0, 0
+    for count, frame in enumerate(frames, start=1):
+        x = frame_tensor(frame, spec).to(device)
+        with torch.inference_mode():
+            if state is None:
+                state = model.init_state(1, tuple(x.shape[-2:]), device=device)
+            logits, state = model(x, state)
+        if int(count / period) > int((count - 1) / period):
+            reported = count
+            yield _prediction(logits, count, fps, top_k)
+    if logits is not None and reported != count:
+        yield _prediction(logits, count, fps, top_k)
+
+
+def _prediction(logits: torch.Tensor, count: int, fps: float, top_k: int) -> Prediction:
+    probs = logits[0].float().softmax(-1)
+    values, indices = probs.topk(min(top_k, probs.numel()))
+    return Prediction(count, count / fps, list(zip(indices.tolist(), values.tolist())))

@@ -1,0 +1,261 @@
+"""The training loop: one process or many (DDP), resumable, interruptible.
+
+``train(settings)`` builds the model from the registry, the datasets from the
+dataset registry and the model's input spec, and runs epochs of SGD with the
+per-group multipliers of ops.optim. Rank 0 logs, saves and draws progress bars.
+SIGTERM/SIGINT save ``last.pth`` (with the position inside the epoch) and stop;
+``--resume auto`` continues exactly where it stopped.
+"""
+from __future__ import annotations
+
+import inspect
+import signal
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from archs.checkpoint import drop_classifier, extract_state_dict, load_state_dict_strict, read_checkpoint
+from archs.registry import create_model, get_entry
+from dataset_configs import read_class_names
+from ops.ckpt import load_training_state, resume_path, rng_state, save_checkpoint, set_rng_state
+from ops.config import TrainSettings, write_json
+from ops.data import TrainSampler, build_dataset, dataset_config, make_loader, resolve_spec
+from ops.distributed import DistInfo, any_rank, init_distributed
+from ops.errors import UserError
+from ops.inference import autocast, predict, unwrap
+from ops.metrics import mean_average_precision, topk_accuracy
+from ops.optim import LRSchedule, param_groups
+from ops.runlog import BadSamples, RunLog, progress
+from ops.sources import SourceError
+
+
+def last_line(exc: Exception) -> str:
+    """The message of an exception re-raised from a DataLoader worker (its last line)."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1].split(": ", 1)[-1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+
+
+class TrainingInterrupted(Exception):
+    """Raised after a signal: the checkpoint is saved; ``signum`` says which signal."""
+
+    def __init__(self, signum: int, path: Path) -> None:
+        super().__init__(f"interrupted by signal {signum}: checkpoint saved to {path}; continue with --resume auto")
+        self.signum = signum
+
+
+def builder_options(arch: str, options: Dict[str, object]) -> Dict[str, object]:
+    """Keep the options the model's builder accepts; an explicitly set one it does not take is an error."""
+    builder = get_entry(arch).builder
+    target = builder.__init__ if inspect.isclass(builder) else builder
+    params = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(options)
+    return {k: v for k, v in options.items() if k in params}
+
+
+def build_model(settings: TrainSettings, num_classes: int, log: Optional[RunLog] = None) -> tuple:
+    """The model and whether its classifier is new on a pretrained backbone (for x5/x10 lr)."""
+    generic = {"num_segments": settings.data.num_segments, "partial_bn": not settings.npb}
+    options = builder_options(settings.arch, {**generic, **settings.model_options})
+    unknown = set(settings.model_options) - set(options)
+    if unknown:
+        raise UserError(f"{settings.arch} does not take option(s) {sorted(unknown)}")
+    pretrained = None if settings.tune_from else settings.pretrained
+    model = create_model(settings.arch, num_classes, pretrained=pretrained, **options)
+    new_classifier = settings.pretrained == "imagenet" and not settings.tune_from
+    if settings.tune_from:
+        state = extract_state_dict(read_checkpoint(settings.tune_from))
+        convert = getattr(model, "convert_state_dict", None)
+        state = convert(state) if convert else state
+        dropped = drop_classifier(model, state)
+        if dropped:
+            new_classifier = True
+            own = model.state_dict()
+            missing = {k: own[k] for k in dropped}
+            state.update(missing)  # keep the fresh classifier
+            if log:
+                log.info(f"--tune-from: classifier of {settings.tune_from} dropped (another class count; "
+                         f"{', '.join(dropped)}); a new one is trained")
+        load_state_dict_strict(model, state, source=settings.tune_from)
+    return model, new_classifier
+
+
+def loss_fn(multi_label: bool):
+    """CE for single-label, BCE-with-logits for multi-label; (N, E, K) outputs average over exits."""
+    criterion = nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss()
+
+    def compute(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if out.ndim == 3:
+            return torch.stack([criterion(out[:, e], target) for e in range(out.shape[1])]).mean()
+        return criterion(out, target)
+
+    return compute
+
+
+def video_metrics(logits: np.ndarray, targets: np.ndarray, multi_label: bool) -> Dict[str, float]:
+    """Top-1/5 (single-label) or mAP (multi-label) of per-video scores (V, K)."""
+    if multi_label:
+        return {"mAP": mean_average_precision(logits, targets)}
+    acc = topk_accuracy(logits, targets, (1, 5))
+    return {"top1": acc[1], "top5": acc[5]}
+
+
+class _StopFlag:
+    """Set by SIGTERM/SIGINT while training; the loop saves and stops at the next step."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._previous = {}
+
+    def __enter__(self) -> "_StopFlag":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def train(settings: TrainSettings) -> Dict[str, float]:
+    info = init_distributed(settings.device)
+    out_dir = Path(settings.output_dir)
+    log = RunLog(out_dir, info.is_main)
+    try:
+        return _train(settings, info, out_dir, log)
+    except SourceError as exc:  # strict mode, or a dataset where nothing reads
+        raise UserError(last_line(exc)) from None
+    finally:
+        log.close()
+
+
+def _train(settings: TrainSettings, info: DistInfo, out_dir: Path, log: RunLog) -> Dict[str, float]:
+    torch.manual_seed(settings.seed)
+    cfg = dataset_config(settings.data)
+    classes_file = Path(cfg.root) / cfg.classes_file
+    class_names = read_class_names(classes_file) if classes_file.is_file() else []
+    model, new_classifier = build_model(settings, cfg.num_classes, log)
+    spec = resolve_spec(model.input_spec, settings.data)
+    train_set = build_dataset(settings.data, spec, "train", "train", cfg=cfg)
+    val_set = build_dataset(settings.data, spec, "val", "val", cfg=cfg)
+    resolved = {**settings.to_dict(), "num_classes": cfg.num_classes, "input_spec": spec.__dict__,
+                "dataset_config": cfg.to_dict(), "world_size": info.world_size}
+    if info.is_main:
+        write_json(out_dir / "settings.json", resolved)
+        log.info(f"{settings.arch} on {cfg.name}: {len(train_set)} train / {len(val_set)} val videos, "
+                 f"{cfg.num_classes} classes, {info.world_size} process(es) on {info.device}")
+
+    model.to(info.device)
+    if settings.sync_bn and info.distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    groups = param_groups(model, settings.wd, new_classifier)
+    optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum)
+    scaler = torch.amp.GradScaler(info.device.type, enabled=settings.amp and info.device.type == "cuda")
+    net = model
+    if info.distributed:
+        ids = [info.local_rank] if info.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids,
+                                                  find_unused_parameters=getattr(model, "has_unused_parameters", False))
+
+    sampler = TrainSampler(len(train_set), info, settings.seed)
+    per_rank = len(sampler)
+    drop_last = per_rank > settings.batch_size
+    iters = per_rank // settings.batch_size if drop_last else -(-per_rank // settings.batch_size)
+    if settings.max_iters_per_epoch:
+        iters = min(iters, settings.max_iters_per_epoch)
+    schedule = LRSchedule(settings.lr, settings.epochs, iters, settings.lr_scheduler, settings.lr_steps,
+                          settings.warmup_epochs)
+
+    start_epoch, start_step, iteration, best = 0, 0, 0, -1.0
+    ckpt_path = resume_path(settings.resume, out_dir)
+    if ckpt_path is not None:
+        state = load_training_state(ckpt_path)
+        load_state_dict_strict(model, state["model"], source=str(ckpt_path))
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, start_step, iteration, best = state["epoch"], state["step"], state["iteration"], state["best_metric"]
+        set_rng_state(state["rng"])
+        log.info(f"resumed from {ckpt_path}: epoch {start_epoch}, step {start_step}")
+
+    def snapshot(epoch: int, step: int) -> dict:
+        return {"model": unwrap(net).state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": epoch, "step": step, "iteration": iteration, "best_metric": best, "rng": rng_state(),
+                "arch": settings.arch, "num_classes": cfg.num_classes, "class_names": class_names,
+                "settings": resolved}
+
+    compute_loss = loss_fn(cfg.multi_label)
+    bad = BadSamples(log)
+    metric_name = "mAP" if cfg.multi_label else "top1"
+    result: Dict[str, float] = {}
+    with _StopFlag() as stop:
+        for epoch in range(start_epoch, settings.epochs):
+            skip = start_step if epoch == start_epoch else 0
+            sampler.set_epoch(epoch, skip * settings.batch_size)
+            train_set.set_epoch(epoch, settings.seed)
+            loader = make_loader(train_set, settings.batch_size, settings.data.workers, sampler=sampler,
+                                 drop_last=drop_last, seed=settings.seed + epoch)
+            net.train()
+            tic, seen, loss_sum, top1_sum = time.time(), 0, 0.0, 0.0
+            step = skip
+            for batch in progress(loader, iters - skip, f"epoch {epoch}", info.is_main):
+                if step >= iters:
+                    break
+                lr = schedule.apply(optimizer, iteration)
+                x = batch["clip"].to(info.device, non_blocking=True).flatten(0, 1)
+                y = batch["target"].to(info.device, non_blocking=True)
+                with autocast(info.device, settings.amp):
+                    outputs = net(x)
+                    loss = compute_loss(outputs.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if settings.gd:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), settings.gd)
+                scaler.step(optimizer)
+                scaler.update()
+                iteration += 1
+                step += 1
+                bad.add(batch["bad"])
+                seen += len(y)
+                loss_sum += loss.item() * len(y)
+                if not cfg.multi_label:
+                    final = outputs[:, -1] if outputs.ndim == 3 else outputs
+                    top1_sum += topk_accuracy(final.detach().float().cpu().numpy(), y.cpu().numpy(), (1,))[1] * len(y)
+                if any_rank(stop.signum != 0, info):
+                    if info.is_main:
+                        save_checkpoint(out_dir / "last.pth", snapshot(epoch, step))
+                    raise TrainingInterrupted(stop.signum or signal.SIGTERM, out_dir / "last.pth")
+            bad.end_epoch(epoch)
+            rate = seen * info.world_size / max(time.time() - tic, 1e-9)
+            train_stats = {"loss/train": loss_sum / max(seen, 1), "lr": lr, "clips_per_s": rate}
+            if not cfg.multi_label:
+                train_stats["acc/train_top1"] = top1_sum / max(seen, 1)
+            log.scalars(train_stats, epoch)
+            log.info(f"epoch {epoch}: loss {train_stats['loss/train']:.4f} lr {lr:.5f} {rate:.1f} clips/s"
+                     + (f" train top-1 {train_stats['acc/train_top1']:.2f}" if not cfg.multi_label else ""))
+            is_best = False
+            if (epoch + 1) % settings.eval_freq == 0 or epoch + 1 == settings.epochs:
+                preds = predict(net, val_set, info, batch_size=settings.batch_size, workers=settings.data.workers,
+                                amp=settings.amp, desc="val")
+                bad.add(preds.bad)
+                result = video_metrics(preds.logits.mean(1), preds.targets, cfg.multi_label)
+                is_best = result[metric_name] > best
+                best = max(best, result[metric_name])
+                log.scalars({f"acc/test_{k}": v for k, v in result.items()} | {"acc/test_best": best}, epoch)
+                log.info(f"epoch {epoch} val: " + " ".join(f"{k} {v:.2f}" for k, v in result.items())
+                         + f" (best {metric_name} {best:.2f})")
+            if info.is_main:
+                state = snapshot(epoch + 1, 0)
+                save_checkpoint(out_dir / "last.pth", state)
+                if is_best:
+                    save_checkpoint(out_dir / "best.pth", state)
+    if info.is_main and bad.seen:
+        log.info(f"{len(bad.seen)} unreadable files were skipped during the run; see log.txt")
+    return {**result, f"best_{metric_name}": best}

@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""Per-frame latency and memory of the MoViNet stream models on CPU.
+
+Feeds one random frame at a time (keeping the stream state) and reports, per model, the
+median latency per frame after a warm-up, and the resident memory (RSS) after 100 and after
+``--frames`` frames: a stream model's memory must not grow with the video length.
+
+    python scripts/bench_stream.py                       # A0, A1, A2 on one thread, 1,000 frames
+    python scripts/bench_stream.py --models a0 --threads 4
+    python scripts/bench_stream.py --reference ~/MoViNet-pytorch   # also time the PyTorch port
+
+``--reference`` points at a checkout of Atze00/MoViNet-pytorch (needs its ``einops`` and
+``fvcore`` dependencies); its stream model is timed on the same frames, called its own way
+(the state kept inside the model).
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from archs.registry import create_model  # noqa: E402
+
+TARGET_MS = {"a0": 16.0, "a1": 33.0, "a2": 66.0}
+
+
+def rss_mb() -> float:
+    """Current resident memory of this process in MiB (peak RSS where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(step: Callable[[torch.Tensor], None], frame: torch.Tensor, frames: int, warmup: int) -> Dict[str, float]:
+    """Call ``step`` on ``frame`` warmup + frames times; latency median and RSS at 100 / last frame."""
+    times: List[float] = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            step(frame)
+        rss_100 = rss_mb()
+        for i in range(frames):
+            start = time.perf_counter()
+            step(frame)
+            times.append(time.perf_counter() - start)
+            if i + 1 == 100:
+                rss_100 = rss_mb()
+    return {"median_ms": statistics.median(times) * 1e3, "p90_ms": sorted(times)[int(0.9 * len(times))] * 1e3,
+            "rss_100": rss_100, "rss_end": rss_mb()}
+
+
+def ours(variant: str) -> Tuple[Callable[[torch.Tensor], None], int]:
+    """A step feeding our stream model one frame, and the model's frame size."""
+    model = create_model(f"movinet_{variant}_stream", num_classes=600).eval()
+    size = model.input_spec.crop_size
+    state = {"value": model.init_state(1, size)}
+
+    def step(frame: torch.Tensor) -> None:
+        _, state["value"] = model(frame, state["value"])
+
+    return step, size
+
+
+def reference(variant: str, checkout: Path) -> Callable[[torch.Tensor], None]:
+    sys.path.insert(0, str(checkout))
+    from movinets import MoViNet  # noqa: PLC0415 (optional, outside this package)
+    from movinets.config import _C  # noqa: PLC0415
+
+    model = MoViNet(_C.MODEL[f"MoViNet{variant.upper()}"], causal=True, conv_type="2plus1d", tf_like=True).eval()
+    return lambda frame: model(frame)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="a0,a1,a2", help="comma-separated sizes (default: a0,a1,a2)")
+    parser.add_argument("--frames", type=int, default=1000, help="timed frames per model (default: 1000)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed frames first (default: 20)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    parser.add_argument("--reference", type=Path, help="a MoViNet-pytorch checkout to time as well")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    print(f"threads={args.threads} frames={args.frames} warmup={args.warmup} torch={torch.__version__}")
+    print(f"{'model':<22} {'size':>5} {'median ms':>10} {'p90 ms':>8} {'target':>7} "
+          f"{'RSS@100 MiB':>12} {'RSS@end MiB':>12}")
+    for variant in args.models.split(","):
+        step, size = ours(variant)
+        steps = {f"movinet_{variant}_stream": step}
+        if args.reference is not None:
+            steps[f"  reference (port) {variant}"] = reference(variant, args.reference)
+        frame = torch.rand(1, 3, 1, size, size)
+        results = {}
+        for name, step in steps.items():
+            result = run(step, frame, args.frames, args.warmup)
+            results[name] = result
+            target = TARGET_MS.get(variant)
+            print(f"{name:<22} {size:>5} {result['median_ms']:>10.2f} {result['p90_ms']:>8.2f} "
+                  f"{target if target else '-':>7} {result['rss_100']:>12.1f} {result['rss_end']:>12.1f}")
+        if len(results) == 2:
+            (_, mine), (_, ref) = results.items()
+            print(f"  latency ratio ours / port: {mine['median_ms'] / ref['median_ms']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Score files and fusion: hand-made files against hand-computed metrics."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ops.errors import UserError
+from ops.fusion import fuse, report, write_report_files
+from ops.metrics import mean_average_precision, topk_accuracy
+from ops.scores import ScoreFile, read_scores, write_scores
+from videorec_cli.main import app
+
+IDS = ["a", "b", "c", "d"]
+LABELS = np.array([0, 1, 2, 2])
+
+
+def write(path, logits, ids=IDS, labels=LABELS, clip=0):
+    write_scores(path, ScoreFile(list(ids), np.asarray(labels), np.asarray(logits, np.float32), clip, 2))
+    return path
+
+
+def test_softmax_mean_of_two_clips_by_hand(tmp_path):
+    # clip 0 and clip 1, one crop each, 3 classes; chosen so each clip alone is wrong somewhere
+    c0 = np.log(np.array([[[0.7, 0.2, 0.1]], [[0.1, 0.3, 0.6]], [[0.2, 0.2, 0.6]], [[0.5, 0.1, 0.4]]]))
+    c1 = np.log(np.array([[[0.6, 0.3, 0.1]], [[0.1, 0.8, 0.1]], [[0.1, 0.1, 0.8]], [[0.3, 0.1, 0.6]]]))
+    fused = fuse([write(tmp_path / "0.pkl", c0), write(tmp_path / "1.pkl", c1, clip=1)])
+    expected = (np.exp(c0[:, 0]) + np.exp(c1[:, 0])) / 2
+    assert np.allclose(fused.scores, expected, atol=1e-6)
+    metrics = report(fused)
+    # predictions: a->0 ok, b->1 (0.55 vs 0.35) ok, c->2 ok, d->2 (0.5 vs 0.4) ok
+    assert metrics["top1"] == 100.0
+    single = report(fuse([tmp_path / "0.pkl"]))
+    # clip 0 alone: b -> 2 (wrong), d -> 0 (wrong): 50%; mean class acc = (1 + 0 + 0.5) / 3
+    assert single["top1"] == 50.0
+    assert single["mean_class_acc"] == pytest.approx(100 * (1 + 0 + 0.5) / 3)
+
+
+def test_logit_mean_and_weights(tmp_path):
+    a = np.array([[[2.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]], [[0.0, 0.0, 1.0]], [[1.0, 0.0, 0.0]]])
+    b = np.array([[[0.0, 0.0, 0.0]], [[0.0, 0.0, 3.0]], [[0.0, 0.0, 1.0]], [[0.0, 0.0, 4.0]]])
+    pa, pb = write(tmp_path / "a.pkl", a), write(tmp_path / "b.pkl", b)
+    fused = fuse([pa, pb], "logit-mean", [3.0, 1.0])
+    assert np.allclose(fused.scores, (3 * a[:, 0] + b[:, 0]) / 4)
+
+
+def test_top5_and_crops(tmp_path):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(50, 3, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, 50)
+    ids = [f"v{i}" for i in range(50)]
+    fused = fuse([write(tmp_path / "x.pkl", logits, ids, labels)])
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p = (p / p.sum(-1, keepdims=True)).mean(1)
+    ranks = (p > p[np.arange(50), labels][:, None]).sum(1)
+    assert report(fused)["top5"] == pytest.approx(100 * np.mean(ranks < 5))
+    assert topk_accuracy(p, labels, (1,))[1] == pytest.approx(100 * np.mean(ranks == 0))
+
+
+def test_mismatched_files_refused_with_first_difference(tmp_path):
+    base = np.zeros((4, 1, 3))
+    a = write(tmp_path / "a.pkl", base)
+    with pytest.raises(UserError, match=r"video 1 is 'x'.*'b'"):
+        fuse([a, write(tmp_path / "b.pkl", base, ids=["a", "x", "c", "d"])])
+    with pytest.raises(UserError, match="label of video 3"):
+        fuse([a, write(tmp_path / "c.pkl", base, labels=[0, 1, 2, 1])])
+    with pytest.raises(UserError, match="3 videos"):
+        fuse([a, write(tmp_path / "d.pkl", base[:3], ids=IDS[:3], labels=LABELS[:3])])
+
+
+def test_legacy_msn_tdn_files(tmp_path):
+    rows0 = [[np.array([[2.0, 0.0, 0.0]], np.float32), np.int64(0)], [[np.array([[0.0, 0.0, 1.0]], np.float32)][0], np.int64(1)]]
+    rows1 = [[np.array([[1.0, 0.0, 0.0]], np.float32), np.int64(0)], [np.array([[0.0, 3.0, 0.0]], np.float32), np.int64(1)]]
+    for name, rows in (("0_crop0.pkl", rows0), ("1_crop0.pkl", rows1)):
+        with open(tmp_path / name, "wb") as fh:
+            pickle.dump(rows, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    scores = read_scores(tmp_path / "1_crop0.pkl")
+    assert scores.logits.shape == (2, 1, 3) and scores.clip_index == 1 and scores.labels.tolist() == [0, 1]
+    result = CliRunner().invoke(app, ["ensemble-pkl", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "top1 100.00" in result.output and "2 files, 2 views, 2 videos" in result.output
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/videorec_pwned",))
+
+
+def test_crafted_pickle_is_refused(tmp_path):
+    path = tmp_path / "evil.pkl"
+    with open(path, "wb") as fh:
+        pickle.dump({"format": "videorec-scores", "payload": _Evil()}, fh)
+    with pytest.raises(UserError, match="refused to load"):
+        read_scores(path)
+    result = CliRunner().invoke(app, ["ensemble-pkl", str(path)])
+    assert result.exit_code != 0 and not os.path.exists("/tmp/videorec_pwned")
+
+
+def test_report_files_and_map(tmp_path):
+    c0 = np.log(np.array([[[0.7, 0.2, 0.1]], [[0.1, 0.3, 0.6]], [[0.2, 0.2, 0.6]], [[0.5, 0.1, 0.4]]]))
+    fused = fuse([write(tmp_path / "0.pkl", c0)])
+    per_class, cm = write_report_files(fused, tmp_path / "out", ["x", "y", "z"])
+    assert per_class.read_text().splitlines()[1:] == ["0,x,1,1,100.00", "1,y,1,0,0.00", "2,z,2,1,50.00"]
+    assert cm.read_text().splitlines()[2] == "y,0,0,1"
+    # mAP by hand: class 0 positives {0}: AP 1; class 1 positives {1,2}: ranks by score .3,.2,.2,.1 -> (1/1 + 2/2) / 2
+    targets = np.array([[1, 0], [0, 1], [0, 1], [0, 0]])
+    scores = np.array([[0.9, 0.1], [0.2, 0.3], [0.1, 0.2], [0.3, 0.1]])
+    assert mean_average_precision(scores, targets) == pytest.approx(100.0)
+    scores[3, 1] = 0.25  # a negative ranked second for class 1: AP = (1/1 + 2/3) / 2
+    assert mean_average_precision(scores, targets) == pytest.approx(100 * (1 + (1 + 2 / 3) / 2) / 2)

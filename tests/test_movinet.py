@@ -1,0 +1,235 @@
+"""MoViNet A0-A5 base and stream: shapes, stream equivalence, state, loading, sizes, training, streaming CLI ops."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from archs.checkpoint import CheckpointError, load_state_dict_strict
+from archs.movinet import TFAvgPool, movinet, same_padding
+from archs.registry import count_params, create_model, list_models
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+# ARCH_BRIEF §1: measured params (M) per class count (K600 / K400 / SSv2 174 / ActivityNet 200).
+BRIEF_PARAMS = {
+    "movinet_a0": {600: 3.112, 400: 2.702, 174: 2.239, 200: 2.292},
+    "movinet_a1": {600: 4.690, 400: 4.280, 174: 3.817, 200: 3.871},
+    "movinet_a2": {600: 5.250, 400: 4.840, 174: 4.377, 200: 4.430},
+    "movinet_a3": {600: 7.398, 400: 6.988, 174: 6.525, 200: 6.578},
+    "movinet_a4": {600: 11.349, 400: 10.940, 174: 10.477, 200: 10.530},
+    "movinet_a5": {600: 18.651, 400: 18.241, 174: 17.778, 200: 17.831},
+    "movinet_a0_stream": {600: 3.748, 400: 3.338, 174: 2.875, 200: 2.928},
+    "movinet_a1_stream": {600: 6.447, 400: 6.038, 174: 5.574, 200: 5.628},
+    "movinet_a2_stream": {600: 7.327, 400: 6.917, 174: 6.454, 200: 6.507},
+}
+
+
+def randomize(model: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial weights: ReZero alphas, positional scales and BN statistics away from their init."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() == 0:  # alpha, pos_scale
+                param.fill_(0.5 + torch.rand((), generator=gen).item())
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.normal_(0, 0.1, generator=gen)
+                module.running_var.uniform_(0.5, 1.5, generator=gen)
+    return model.eval()
+
+
+def tiny_stream(**options) -> torch.nn.Module:
+    return randomize(movinet(variant="a0", stream=True, num_classes=7, **options))
+
+
+def test_registry_and_input_spec():
+    names = list_models("movinet*")
+    assert names == sorted([f"movinet_a{i}" for i in range(6)] + [f"movinet_a{i}_stream" for i in range(6)])
+    spec = create_model("movinet_a2_stream", num_classes=5).input_spec
+    assert (spec.num_segments, spec.crop_size, spec.scale_size, spec.sampling) == (50, 224, 224, "dense")
+    assert spec.mean == (0.0, 0.0, 0.0) and spec.std == (1.0, 1.0, 1.0) and spec.value_range == 1.0
+    with torch.device("meta"):
+        views = [(spec.num_segments, spec.crop_size) for spec in
+                 (create_model(f"movinet_a{i}", num_classes=5).input_spec for i in range(6))]
+    assert views == [(50, 172), (50, 172), (50, 224), (120, 256), (80, 290), (120, 320)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_forward_shapes_and_logits(stream):
+    model = randomize(movinet(variant="a0", stream=stream, num_classes=7))
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 5, 40, 56))  # non-square frames work
+    assert out.shape == (2, 7)
+    # logits, not probabilities
+    assert (out < 0).any() and not torch.allclose(out.sum(1), torch.ones(2), atol=1e-3)
+    model.reset_classifier(3)
+    assert model.get_classifier().out_channels == 3
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 4, 32, 32)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("positional", [False, True])
+def test_stream_frame_by_frame_equals_chunks_equals_whole_clip(positional):
+    model = tiny_stream(positional_encoding=positional)
+    clip = torch.rand(2, 3, 8, 40, 40)
+    with torch.no_grad():
+        whole = model(clip)
+        state = model.init_state(2, 40)
+        for t in range(clip.shape[2]):
+            by_frame, state = model(clip[:, :, t:t + 1], state)
+        assert state["frames"].tolist() == [8.0, 8.0]
+        state = model.init_state(2, 40)
+        for t in range(0, clip.shape[2], 3):
+            by_chunk, state = model(clip[:, :, t:t + 3], state)
+        partial = model(clip[:, :, :4])
+    torch.testing.assert_close(by_frame, whole, atol=1e-5, rtol=0)
+    torch.testing.assert_close(by_chunk, whole, atol=1e-5, rtol=0)
+    assert (partial - whole).abs().max() > 1e-3  # the logits depend on every frame fed so far
+
+
+def test_stream_is_causal():
+    model = tiny_stream()
+    clip = torch.rand(1, 3, 6, 32, 32)
+    changed = clip.clone()
+    changed[:, :, 4:] = torch.rand(1, 3, 2, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(clip[:, :, :4]), model(changed[:, :, :4]))
+        assert not torch.allclose(model(clip), model(changed))
+
+
+def test_batch_size_changes_between_videos():
+    model = tiny_stream()
+    with torch.no_grad():
+        for batch in (2, 3, 1):
+            state = model.init_state(batch, 32)
+            for t in range(3):
+                logits, state = model(torch.rand(batch, 3, 1, 32, 32), state)
+            assert logits.shape == (batch, 7)
+            assert model(torch.rand(batch, 3, 3, 32, 32)).shape == (batch, 7)
+
+
+def test_internal_state_mode_and_clean_activation_buffers():
+    model = tiny_stream(internal_state=True)
+    clip = torch.rand(1, 3, 6, 32, 32)
+    with torch.no_grad():
+        reference = model(clip)
+        model.clean_activation_buffers()
+        for t in range(0, 6, 2):
+            streamed = model(clip[:, :, t:t + 2])
+        model.clean_activation_buffers()
+        torch.testing.assert_close(streamed, reference, atol=1e-5, rtol=0)
+        assert model(torch.rand(3, 3, 2, 32, 32)).shape == (3, 7)  # cleaned: a new batch size is fine
+
+
+def test_base_model_has_no_state():
+    model = movinet(variant="a0", num_classes=4)
+    with pytest.raises(ValueError):
+        model.init_state(1)
+    with pytest.raises(ValueError):
+        model(torch.rand(1, 3, 2, 32, 32), {})
+
+
+def test_tf_same_padding_and_avg_pool():
+    assert same_padding(172, 3, 2) == (0, 1) and same_padding(86, 5, 2) == (1, 2)
+    assert same_padding(43, 3, 2) == (1, 1) and same_padding(11, 5, 1) == (2, 2)
+    x = torch.rand(1, 2, 1, 7, 7)
+    odd = F.avg_pool3d(x, (1, 3, 3), (1, 2, 2), padding=(0, 1, 1), count_include_pad=False)
+    torch.testing.assert_close(TFAvgPool()(x), odd)
+    x = torch.rand(1, 2, 1, 6, 6)  # even: pad bottom/right only, average over the valid pixels
+    pooled = TFAvgPool()(x)
+    assert pooled.shape[-2:] == (3, 3)
+    torch.testing.assert_close(pooled[0, 0, 0, 0, 0], x[0, 0, 0, :3, :3].mean())
+    torch.testing.assert_close(pooled[0, 0, 0, 2, 2], x[0, 0, 0, 4:, 4:].mean())
+
+
+@pytest.mark.parametrize("kind", ["base", "stream"])
+def test_strict_loading_from_port_manifest(kind):
+    manifest = json.loads((FIXTURES / f"movinet_a0_{kind}.json").read_text())["keys"]
+    state = {key: (torch.zeros(shape, dtype=torch.long) if key.endswith("num_batches_tracked")
+                   else torch.randn(shape)) for key, shape in manifest}
+    model = create_model("movinet_a0" + ("_stream" if kind == "stream" else ""), num_classes=600)
+    load_state_dict_strict(model, state)
+    first = manifest[0][0]
+    torch.testing.assert_close(model.state_dict()[first], state[first])
+    del state[first]
+    with pytest.raises(CheckpointError):
+        load_state_dict_strict(model, state)
+
+
+def test_param_counts_match_brief():
+    for name in list_models("movinet*"):
+        for classes, millions in BRIEF_PARAMS.get(name, {600: None}).items():
+            with torch.device("meta"):
+                model = create_model(name, num_classes=classes)
+            params = count_params(model)
+            if millions is None:  # A3-A5 stream: not in the brief; grows by (2048 + 1) per class
+                assert params > count_params(create_model(name.replace("_stream", ""), num_classes=classes))
+            else:
+                assert abs(params / 1e6 - millions) / millions < 0.005, (name, classes, params)
+
+
+def gmacs_meta(model: torch.nn.Module, shape, state=None) -> float:
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        x = torch.zeros(shape, device="meta")
+        model(x) if state is None else model(x, state)
+    return counter.get_total_flops() / 2e9
+
+
+def test_gmacs_match_brief():
+    with torch.device("meta"):
+        base = movinet(variant="a0").eval()
+        stream = movinet(variant="a0", stream=True).eval()
+    assert gmacs_meta(base, (1, 3, 50, 172, 172)) == pytest.approx(2.63, rel=0.03)
+    assert gmacs_meta(stream, (1, 3, 50, 172, 172)) == pytest.approx(2.43, rel=0.03)
+    per_frame = gmacs_meta(stream, (1, 3, 1, 172, 172), stream.init_state(1, device="meta"))
+    assert per_frame * 1000 == pytest.approx(50.7, rel=0.03)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tiny_model_fits_a_tiny_batch(stream):
+    model = movinet(variant="a0", stream=stream, num_classes=3, dropout=0.0).train()
+    clips, labels = torch.rand(3, 3, 4, 32, 32), torch.tensor([0, 1, 2])
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        loss = F.cross_entropy(model(clips), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def make_video(path: Path, seconds: int, fps: int) -> Path:
+    from ops.media import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    f"testsrc=duration={seconds}:size=64x48:rate={fps}", "-pix_fmt", "yuv420p", str(path)], check=True)
+    return path
+
+
+def test_stream_ops_read_frames_and_report_every_second(tmp_path):
+    from ops.errors import UserError
+    from ops.stream import frame_tensor, read_frames, stream_predictions
+
+    video = make_video(tmp_path / "v.mp4", seconds=2, fps=10)
+    frames = list(read_frames(str(video), 32, fps=5))
+    assert len(frames) == 10 and frames[0].shape == (32, 32, 3) and frames[0].dtype.name == "uint8"
+    model = tiny_stream()
+    model.input_spec = model.input_spec.replace(crop_size=32)
+    preds = list(stream_predictions(model, iter(frames[:7]), fps=5, top_k=3))
+    assert [p.frames for p in preds] == [5, 7] and preds[0].seconds == 1.0
+    assert len(preds[-1].top) == 3 and sum(p for _, p in preds[-1].top) <= 1.0
+    clip = torch.cat([frame_tensor(f, model.input_spec) for f in frames[:7]], dim=2)
+    with torch.no_grad():
+        best = model(clip)[0].softmax(-1).topk(3)
+    assert [i for i, _ in preds[-1].top] == best.indices.tolist()
+    with pytest.raises(UserError):
+        list(read_frames(str(tmp_path / "missing.mp4"), 32, fps=5))

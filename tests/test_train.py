@@ -1,0 +1,148 @@
+"""The engine end to end on a tiny dataset: train, resume, interrupt, DDP, test, fuse."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from archs.checkpoint import CheckpointError
+from ops.errors import UserError
+from ops.scores import read_scores
+from videorec_cli.main import app
+
+TINY = ["--arch", "tsm_mbv2", "-m", "width_mult=0.25", "--crop-size", "32", "--scale-size", "32",
+        "--num-segments", "4", "-b", "4", "--workers", "0", "--npb", "--lr", "0.05", "--eval-freq", "1"]
+
+
+def cli(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def train(dataset, out, *extra):
+    result = cli("train", dataset, *TINY, "-o", out, *extra)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_resume_gives_the_same_weights(tiny_dataset, tmp_path):
+    train(tiny_dataset, tmp_path / "straight", "--epochs", 2)
+    train(tiny_dataset, tmp_path / "split", "--epochs", 1)
+    out = train(tiny_dataset, tmp_path / "split", "--epochs", 2, "--resume", "auto")
+    assert "resumed from" in out.output
+    a, b = weights(tmp_path / "straight" / "last.pth"), weights(tmp_path / "split" / "last.pth")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    settings = json.loads((tmp_path / "straight" / "settings.json").read_text())
+    assert settings["arch"] == "tsm_mbv2" and settings["input_spec"]["num_segments"] == 4
+    assert (tmp_path / "straight" / "log.txt").is_file() and any((tmp_path / "straight" / "tb").iterdir())
+
+
+def test_test_writes_one_score_file_per_clip_and_fuses(tiny_dataset, tmp_path):
+    train(tiny_dataset, tmp_path / "run", "--epochs", 1)
+    out = cli("test", tiny_dataset, "--weights", tmp_path / "run" / "last.pth", "--test-crops", 3,
+              "--clip-index", "all", "--num-clips", 2, "--workers", 0, "-o", tmp_path / "scores", "--exits")
+    assert out.exit_code == 0, out.output
+    files = sorted((tmp_path / "scores").glob("*.pkl"))
+    assert [f.name for f in files] == ["scores_clip0of2.pkl", "scores_clip1of2.pkl"]
+    s0 = read_scores(files[0])
+    assert s0.logits.shape == (8, 3, 4) and s0.exit_logits.shape == (8, 4, 4)
+    assert s0.video_ids[0] == "frames/grow/grow_4" and s0.settings["test_crops"] == 3
+    # clip 0 and clip 1 sample different frames, so their scores differ
+    assert not np.allclose(s0.logits, read_scores(files[1]).logits)
+    fused = cli("ensemble-pkl", tmp_path / "scores", "-o", tmp_path / "report")
+    assert fused.exit_code == 0 and "2 files, 6 views, 8 videos" in fused.output
+    assert (tmp_path / "report" / "confusion_matrix.csv").is_file()
+
+
+def test_checkpoint_for_another_class_count(tiny_dataset, tmp_path):
+    train(tiny_dataset, tmp_path / "run", "--epochs", 1)
+    five = tmp_path / "five.json"
+    config = json.loads(Path(tiny_dataset).read_text())
+    config.update(num_classes=5, root=str(Path(tiny_dataset).parent))
+    five.write_text(json.dumps(config))
+    (Path(tiny_dataset).parent / "classes.txt")  # the 4-name classes.txt would win: use a root without one
+    shutil.copytree(Path(tiny_dataset).parent / "frames", tmp_path / "five" / "frames")
+    for name in ("train.txt", "val.txt"):
+        shutil.copy(Path(tiny_dataset).parent / name, tmp_path / "five" / name)
+    config["root"] = str(tmp_path / "five")
+    five.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="checkpoint has 4 classes, model 5"):
+        cli("test", five, "--weights", tmp_path / "run" / "last.pth", "--workers", 0)
+    out = train(five, tmp_path / "tuned", "--epochs", 1, "--tune-from", tmp_path / "run" / "last.pth")
+    assert "classifier of" in out.output and "dropped" in out.output
+
+
+def test_bad_samples_are_replaced_in_training_and_skipped_in_test(tiny_dataset, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(Path(tiny_dataset).parent, root)
+    shutil.rmtree(root / "frames" / "grow" / "grow_0")   # a train video
+    shutil.rmtree(root / "frames" / "shrink" / "shrink_5")  # a val video
+    out = train(root / "tiny.json", tmp_path / "run", "--epochs", 1)
+    assert "skipped unreadable sample" in out.output + (out.stderr if out.stderr_bytes else "")
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "grow_0" in log and "unreadable samples were replaced" in log
+    test = cli("test", root / "tiny.json", "--weights", tmp_path / "run" / "last.pth", "--workers", 0, "-o", tmp_path / "s")
+    assert "1 unreadable skipped" in test.output
+    assert "frames/shrink/shrink_5" not in read_scores(tmp_path / "s" / "scores_clip0of1.pkl").video_ids
+    with pytest.raises(UserError, match="shrink_5|grow_0"):
+        cli("train", root / "tiny.json", *TINY, "-o", tmp_path / "strict", "--epochs", 1, "--strict-data")
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("RANK", None)
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "videorec_cli.main", "train", str(tiny_dataset), *TINY, "-o", str(out),
+           "--epochs", "200", "--eval-freq", "1000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    log = out / "log.txt"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (log.is_file() and "epoch 0:" in log.read_text()):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "checkpoint saved" in err and "Traceback" not in err
+    state = torch.load(out / "last.pth", weights_only=True)
+    assert state["epoch"] >= 1
+    resumed = train(tiny_dataset, out, "--epochs", state["epoch"] + 1, "--resume", "auto")
+    assert f"epoch {state['epoch']}, step {state['step']}" in resumed.output
+
+
+def test_two_process_gloo_ddp_train_and_sharded_test(tiny_dataset, tmp_path):
+    cmd = [sys.executable, "-m", "videorec_cli.main", "train", str(tiny_dataset), *TINY, "-o", str(tmp_path / "ddp"),
+           "--epochs", "1", "--nproc-per-node", "2", "--master-port", "29611"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    settings = json.loads((tmp_path / "ddp" / "settings.json").read_text())
+    assert settings["world_size"] == 2 and (tmp_path / "ddp" / "last.pth").is_file()
+    assert done.stdout.count("val:") == 1  # only rank 0 logs
+    ckpt = tmp_path / "ddp" / "last.pth"
+    test = [sys.executable, "-m", "videorec_cli.main", "test", str(tiny_dataset), "--weights", str(ckpt), "--workers", "0",
+            "--device", "cpu"]
+    one = subprocess.run(test + ["-o", str(tmp_path / "one")], capture_output=True, text=True, env=_env(), timeout=300)
+    two = subprocess.run(test + ["-o", str(tmp_path / "two"), "--nproc-per-node", "2", "--master-port", "29612"],
+                         capture_output=True, text=True, env=_env(), timeout=300)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
+    a, b = read_scores(tmp_path / "one" / "scores_clip0of1.pkl"), read_scores(tmp_path / "two" / "scores_clip0of1.pkl")
+    assert a.video_ids == b.video_ids and len(a.video_ids) == 8  # every video once, list order
+    assert np.allclose(a.logits, b.logits, atol=1e-5)

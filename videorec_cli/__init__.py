@@ -1,0 +1,1 @@
+"""The `videorec` command line: one module per subcommand."""

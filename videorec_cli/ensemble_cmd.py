@@ -1,0 +1,29 @@
+"""`videorec ensemble-pkl FILES_OR_DIR`: fuse score files and report accuracy."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def command(
+    inputs: List[str] = typer.Argument(..., help="Score files (.pkl) or folders of them (videorec or MSN/TDN format)."),
+    fusion: str = typer.Option("softmax-mean", help="softmax-mean (mean of per-view probabilities) or logit-mean."),
+    weight: List[float] = typer.Option([], "--weight", "-w", help="One weight per file, in order (repeat the flag), e.g. to fuse 8- and 16-frame models."),
+    classes: Optional[Path] = typer.Option(None, help="classes.txt, for class names in the CSV files."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Write per_class_accuracy.csv and confusion_matrix.csv here."),
+) -> None:
+    """Fuse views and models; print top-1, top-5, mean class accuracy (or mAP)."""
+    from dataset_configs import read_class_names
+    from ops.fusion import fuse, report, score_paths, write_report_files
+
+    paths = score_paths(inputs)
+    fused = fuse(paths, fusion, weight or None)
+    metrics = report(fused)
+    typer.echo(f"fused {len(paths)} files, {fused.num_views} views, {len(fused.video_ids)} videos ({fusion})")
+    typer.echo(" ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+    if output_dir is not None and fused.labels.ndim == 1:
+        names = read_class_names(classes) if classes else None
+        for path in write_report_files(fused, output_dir, names):
+            typer.echo(f"wrote {path}")

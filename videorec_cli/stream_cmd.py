@@ -1,0 +1,40 @@
+"""`videorec stream VIDEO --arch movinet_a0_stream --weights CKPT`: running top-k, frame by frame."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def command(
+    video: str = typer.Argument(..., help="A video file, URL or capture device that ffmpeg opens (see --input-format)."),
+    arch: str = typer.Option("movinet_a0_stream", "--arch", "-a", help="A stream model (movinet_a0_stream ... a5)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Checkpoint: ours or a released MoViNet-pytorch "
+                                          "stream state dict. Without it: random weights, for latency tests."),
+    classes: Optional[Path] = typer.Option(None, help="classes.txt, one name per line (default: class indices)."),
+    top_k: int = typer.Option(5, help="How many classes to print."),
+    num_classes: Optional[int] = typer.Option(None, help="Class count (default: the checkpoint's, the classes file's, "
+                                              "else 600 as in the released weights)."),
+    fps: Optional[float] = typer.Option(None, help="Frame rate fed to the model (default: 25 / the model's "
+                                        "frame stride, e.g. 5 for A0-A2)."),
+    every: float = typer.Option(1.0, help="Print the running top-k every this many seconds of video."),
+    input_format: Optional[str] = typer.Option(None, help="ffmpeg input format, e.g. v4l2 for /dev/video0."),
+    device: str = typer.Option("cpu", help="torch device."),
+) -> None:
+    """Feed VIDEO to a stream model one frame at a time and print the running top-k once per second."""
+    from dataset_configs import read_class_names
+    from ops.stream import default_fps, load_stream_model, read_frames, stream_predictions
+
+    names = read_class_names(classes) if classes else []
+    if weights is None:
+        typer.echo(f"warning: no --weights: {arch} has random weights, its predictions mean nothing "
+                   "(fine for latency tests)", err=True)
+    model = load_stream_model(arch, weights, num_classes, names).to(device)
+    spec = model.input_spec
+    rate = fps or default_fps(spec)
+    typer.echo(f"{arch}: {spec.crop_size}x{spec.crop_size} frames at {rate:g} fps", err=True)
+    frames = read_frames(video, spec.crop_size, fps=rate, input_format=input_format)
+    for pred in stream_predictions(model, frames, fps=rate, top_k=top_k, every=every, device=device):
+        top = "  ".join(f"{p * 100:5.1f}% {names[i] if i < len(names) else i}" for i, p in pred.top)
+        typer.echo(f"{pred.seconds:7.1f}s {pred.frames:6d}  {top}")

@@ -1,0 +1,93 @@
+"""`videorec train DATASET --arch NAME`: train a model of the zoo (one process or DDP)."""
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+from ops.config import DataSettings, TrainSettings
+
+
+def parse_options(pairs: List[str]) -> dict:
+    """``key=value`` model options; values are read as int, float, bool or string."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--model-option takes key=value, got {pair!r}")
+        for cast in (int, float):
+            try:
+                out[key.replace("-", "_")] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key.replace("-", "_")] = {"true": True, "false": False}.get(value.lower(), value)
+    return out
+
+
+def command(
+    dataset: str = typer.Argument(..., help="Dataset name from `videorec datasets`, or a custom dataset .json file."),
+    arch: str = typer.Option(..., "--arch", "-a", help="Model name from `videorec models`."),
+    num_segments: Optional[int] = typer.Option(None, "--num-segments", help="Segments (2D models) or frames (3D models); default: the model's."),
+    epochs: int = typer.Option(50, help="Epochs to train."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Clips per process per step (global batch = this x processes)."),
+    lr: float = typer.Option(0.01, help="Base learning rate (not scaled automatically: scale it with the global batch)."),
+    lr_scheduler: str = typer.Option("step", help="step (x0.1 at --lr-steps) or cos."),
+    lr_steps: List[float] = typer.Option([20.0, 40.0], help="Epochs where the step schedule divides the lr by 10 (repeat the flag)."),
+    warmup_epochs: float = typer.Option(0.0, help="Linear warm-up from lr/100 over this many epochs."),
+    wd: float = typer.Option(5e-4, "--wd", "--weight-decay", help="Weight decay (never on BatchNorm parameters and biases)."),
+    momentum: float = typer.Option(0.9, help="SGD momentum."),
+    gd: Optional[float] = typer.Option(20.0, "--gd", "--clip-gradient", help="Clip the gradients' total L2 norm to this (0 = off)."),
+    npb: bool = typer.Option(False, "--npb", "--no-partialbn", help="Turn partial BN off. TSM semantics: partial BN (every BatchNorm but the first frozen) is ON unless --npb. Models without BatchNorm-based partial BN (3D models) are not affected."),
+    dropout: Optional[float] = typer.Option(None, help="Dropout before the classifier; default: the model's."),
+    dense_sample: bool = typer.Option(False, "--dense-sample", help="Dense (I3D-style) sampling instead of TSN segments."),
+    workers: int = typer.Option(2, "--workers", "-j", help="Data-loading worker processes per process."),
+    eval_freq: int = typer.Option(5, help="Validate every this many epochs (and after the last)."),
+    tune_from: Optional[str] = typer.Option(None, help="Fine-tune from a checkpoint; a classifier of another class count is dropped (and said so)."),
+    resume: Optional[str] = typer.Option(None, help="'auto' (continue the run folder's last.pth, if any) or a checkpoint path."),
+    seed: int = typer.Option(0, help="Random seed (model init, data order, augmentation)."),
+    amp: bool = typer.Option(False, help="Mixed precision (float16 on CUDA, bfloat16 on CPU)."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="Synchronised BatchNorm across processes."),
+    output_dir: str = typer.Option("runs/run", "--output-dir", "-o", help="Run folder: checkpoints, log.txt, settings.json, tensorboard."),
+    pretrained: str = typer.Option("none", help="none, imagenet (torchvision backbone weights) or a checkpoint path."),
+    root: Optional[str] = typer.Option(None, help="Dataset root (overrides the registry)."),
+    train_list: Optional[str] = typer.Option(None, help="Train list file (overrides the registry; relative to the root)."),
+    val_list: Optional[str] = typer.Option(None, help="Val list file (overrides the registry; relative to the root)."),
+    frame_template: Optional[str] = typer.Option(None, help="Frame file template, e.g. img_{:05d}.jpg."),
+    crop_size: Optional[int] = typer.Option(None, help="Crop size; default: the model's (224 for most)."),
+    scale_size: Optional[int] = typer.Option(None, help="Short side before val/test crops; default crop x 256/224."),
+    strict_data: bool = typer.Option(False, "--strict-data", help="Fail on the first unreadable sample instead of replacing it."),
+    max_iters_per_epoch: Optional[int] = typer.Option(None, help="Cap the steps per epoch (quick runs, benchmarks)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    model_option: List[str] = typer.Option([], "--model-option", "-m", help="Model builder option key=value (e.g. shift_div=4, temporal_pool=true, width_mult=0.5)."),
+    nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Processes on this node (DDP through torch.distributed.run)."),
+    nnodes: int = typer.Option(1, help="Nodes taking part (DDP)."),
+    node_rank: int = typer.Option(0, help="Rank of this node (DDP)."),
+    master_addr: str = typer.Option("127.0.0.1", help="Address of node 0 (DDP)."),
+    master_port: int = typer.Option(29500, help="Port on node 0 (DDP)."),
+) -> None:
+    """Train ARCH on DATASET; validate, save last.pth/best.pth; resumable and interruptible."""
+    from ops.distributed import launch, launched
+
+    if (nproc_per_node > 1 or nnodes > 1) and not launched():
+        raise typer.Exit(launch(nproc_per_node, nnodes, node_rank, master_addr, master_port, sys.argv[1:]))
+    options = parse_options(model_option)
+    if dropout is not None:
+        options["dropout"] = dropout
+    settings = TrainSettings(
+        data=DataSettings(dataset=dataset, root=root, train_list=train_list, val_list=val_list,
+                          frame_template=frame_template, num_segments=num_segments, crop_size=crop_size,
+                          scale_size=scale_size, dense_sample=dense_sample, workers=workers, strict_data=strict_data),
+        arch=arch, model_options=options, pretrained=pretrained, epochs=epochs, batch_size=batch_size, lr=lr,
+        lr_scheduler=lr_scheduler, lr_steps=list(lr_steps), warmup_epochs=warmup_epochs, wd=wd, momentum=momentum,
+        gd=gd or None, npb=npb, eval_freq=eval_freq, tune_from=tune_from, resume=resume, seed=seed, amp=amp,
+        sync_bn=sync_bn, device=device, output_dir=output_dir, max_iters_per_epoch=max_iters_per_epoch)
+    from ops.trainer import TrainingInterrupted, train
+
+    try:
+        train(settings)
+    except TrainingInterrupted as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(128 + exc.signum)
