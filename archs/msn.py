@@ -42,7 +42,7 @@ def deform_conv2d_flops(input_shape, weight_shape, *args, out_shape, **kwargs) -
     return 2 * n * cout * cin_per_group * kh * kw * h * w
 
 
-CUSTOM_FLOP_FORMULAS[torch.ops.torchvision.deform_conv2d.default] = deform_conv2d_flops
+CUSTOM_FLOP_FORMULAS[torch.ops.torchvision.deform_conv2d] = deform_conv2d_flops
 
 
 class DeformConvPack(DeformConv2d):

@@ -3,7 +3,8 @@
 A model with E exits (AdaFocusV2+: one per frame; TSN: the running mean of the
 frame logits) gives logits (N, E, K) per video. A video leaves at the first exit k
 whose confidence reaches the threshold ``T[k]``; the last exit takes everyone left.
-Everything here is a pure function of numpy arrays.
+Everything here is a pure function of numpy arrays, except :func:`per_exit_gmacs`,
+which measures the cost of one exit on a model built on the meta device.
 
 The protocol of AdaFocusV2's ``test_early_exit.py``:
 
@@ -25,10 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ops.errors import UserError
 from ops.metrics import mean_average_precision, softmax, topk_accuracy
 
 CONFIDENCES = ("softmax", "logit", "entropy")
@@ -55,6 +57,20 @@ def exit_proportions(p: float, num_exits: int) -> np.ndarray:
     logq = np.arange(1, num_exits + 1) * np.log(p)
     q = np.exp(logq - logq.max())
     return q / q.sum()
+
+
+def per_exit_gmacs(arch: str, num_exits: int, num_classes: int, crop_size: Optional[int] = None,
+                   options: Optional[Dict[str, object]] = None) -> float:
+    """GMACs one more frame costs: a view of ``arch`` built with ``num_exits`` segments,
+    profiled on the meta device (no weights, no compute), divided by ``num_exits``."""
+    from archs.profile import profile_model
+    from ops.trainer import builder_options
+
+    options = builder_options(arch, {"num_segments": num_exits, **(options or {})})
+    gmacs = profile_model(arch, num_classes, crop_size, **options).gmacs
+    if gmacs is None:
+        raise UserError(f"{arch}: its GMACs cannot be measured on the meta device; give --gflops-per-exit instead")
+    return gmacs / num_exits
 
 
 def exit_costs(gflops_per_exit: float, num_exits: int) -> np.ndarray:

@@ -19,7 +19,7 @@ def predict_video(video: Path, weights: str, arch: Optional[str], num_classes: O
     model, ckpt = model_from_checkpoint(weights, arch, num_classes, {})
     model.eval()
     spec = model.input_spec
-    names = read_class_names(classes) if classes else list(ckpt.get("class_names", []) if isinstance(ckpt, dict) else [])
+    names = read_class_names(classes) if classes else list(ckpt.get("class_names", []))
     try:
         source = open_source(video, template)
     except SourceError as exc:

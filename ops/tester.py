@@ -15,14 +15,14 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from archs.checkpoint import load_state_dict_strict, read_checkpoint, extract_state_dict
+from archs.checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
 from archs.registry import create_model
 from ops.config import DataSettings
 from ops.data import ViewSettings, build_dataset, dataset_config, resolve_spec
 from ops.distributed import DistInfo, init_distributed
 from ops.errors import UserError
 from ops.inference import predict
-from ops.metrics import softmax, topk_accuracy, mean_average_precision
+from ops.metrics import mean_average_precision, softmax, topk_accuracy
 from ops.scores import ScoreFile, write_scores
 from ops.trainer import builder_options
 
@@ -51,12 +51,11 @@ def model_from_checkpoint(path: str, arch: Optional[str], num_classes: Optional[
     """Rebuild the model a checkpoint was trained with (our checkpoints carry arch and
     options) or ``arch`` for a released one; strict loading. Returns (model, checkpoint)."""
     ckpt = read_checkpoint(path)
-    saved = ckpt.get("settings", {}) if isinstance(ckpt, dict) else {}
-    arch = arch or ckpt.get("arch") if isinstance(ckpt, dict) else arch
+    saved = ckpt.get("settings", {})
+    arch = arch or ckpt.get("arch")
     if not arch:
         raise UserError(f"{path}: the checkpoint does not say its model; pass --arch")
-    if num_classes is None:
-        num_classes = ckpt.get("num_classes") if isinstance(ckpt, dict) else None
+    num_classes = num_classes if num_classes is not None else ckpt.get("num_classes")
     if num_classes is None:
         raise UserError(f"{path}: the checkpoint does not say its class count; pass a dataset")
     trained = dict(saved.get("model_options", {}))

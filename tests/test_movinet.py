@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from archs.checkpoint import CheckpointError, load_state_dict_strict
-from archs.movinet import TFAvgPool, movinet, same_padding
+from archs.movinet import MoViNet, MoViNetConfig, TFAvgPool, movinet, same_padding
 from archs.registry import count_params, create_model, list_models
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -44,8 +44,25 @@ def randomize(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
+# A narrow MoViNet with every kind of block of the real ones: strided (1,5,5) / (5,3,3) / (3,3,3)
+# kernels, a (1,3,3) kernel without temporal conv, and a widening shortcut without pooling (res.0).
+TINY = MoViNetConfig(stem=8, head=32, num_frames=8, crop_size=32, frame_stride=2, stages=(
+    (8, 2, ((16, 155),)),
+    (16, 2, ((24, 333), (24, 333))),
+    (16, 2, ((32, 533),)),
+    (24, 1, ((32, 533), (24, 133))),
+    (32, 2, ((48, 533), (48, 155))),
+))
+
+
+def tiny(*, stream: bool = True, num_classes: int = 7, **options) -> MoViNet:
+    model = MoViNet(TINY, num_classes=num_classes, causal=stream, conv_type="2plus1d" if stream else "3d", **options)
+    model.input_spec = movinet(variant="a0").input_spec.replace(crop_size=32, scale_size=32)
+    return model
+
+
 def tiny_stream(**options) -> torch.nn.Module:
-    return randomize(movinet(variant="a0", stream=True, num_classes=7, **options))
+    return randomize(tiny(**options))
 
 
 def test_registry_and_input_spec():
@@ -163,15 +180,17 @@ def test_strict_loading_from_port_manifest(kind):
 
 
 def test_param_counts_match_brief():
+    counts = {}
     for name in list_models("movinet*"):
-        for classes, millions in BRIEF_PARAMS.get(name, {600: None}).items():
-            with torch.device("meta"):
-                model = create_model(name, num_classes=classes)
-            params = count_params(model)
-            if millions is None:  # A3-A5 stream: not in the brief; grows by (2048 + 1) per class
-                assert params > count_params(create_model(name.replace("_stream", ""), num_classes=classes))
-            else:
-                assert abs(params / 1e6 - millions) / millions < 0.005, (name, classes, params)
+        with torch.device("meta"):
+            model = create_model(name, num_classes=600)
+            for classes in (600, 400, 174, 200):
+                model.reset_classifier(classes)
+                counts[name, classes] = count_params(model)
+        for classes, millions in BRIEF_PARAMS.get(name, {}).items():
+            assert abs(counts[name, classes] / 1e6 - millions) / millions < 0.005, (name, classes, counts[name, classes])
+    for i in (3, 4, 5):  # not in the brief: larger than base (doubled causal SE, 2+1D BNs)
+        assert counts[f"movinet_a{i}_stream", 600] > counts[f"movinet_a{i}", 600]
 
 
 def gmacs_meta(model: torch.nn.Module, shape, state=None) -> float:
@@ -194,7 +213,7 @@ def test_gmacs_match_brief():
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_tiny_model_fits_a_tiny_batch(stream):
-    model = movinet(variant="a0", stream=stream, num_classes=3, dropout=0.0).train()
+    model = tiny(stream=stream, num_classes=3, dropout=0.0).train()
     clips, labels = torch.rand(3, 3, 4, 32, 32), torch.tensor([0, 1, 2])
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
@@ -223,7 +242,6 @@ def test_stream_ops_read_frames_and_report_every_second(tmp_path):
     frames = list(read_frames(str(video), 32, fps=5))
     assert len(frames) == 10 and frames[0].shape == (32, 32, 3) and frames[0].dtype.name == "uint8"
     model = tiny_stream()
-    model.input_spec = model.input_spec.replace(crop_size=32)
     preds = list(stream_predictions(model, iter(frames[:7]), fps=5, top_k=3))
     assert [p.frames for p in preds] == [5, 7] and preds[0].seconds == 1.0
     assert len(preds[-1].top) == 3 and sum(p for _, p in preds[-1].top) <= 1.0

@@ -66,6 +66,14 @@ def test_test_writes_one_score_file_per_clip_and_fuses(tiny_dataset, tmp_path):
     fused = cli("ensemble-pkl", tmp_path / "scores", "-o", tmp_path / "report")
     assert fused.exit_code == 0 and "2 files, 6 views, 8 videos" in fused.output
     assert (tmp_path / "report" / "confusion_matrix.csv").is_file()
+    pred = cli("predict", Path(tiny_dataset).parent / "frames" / "grow" / "grow_4", "--weights", tmp_path / "run" / "last.pth")
+    lines = pred.output.strip().splitlines()
+    assert pred.exit_code == 0 and len(lines) == 4  # top-5 of 4 classes
+    assert {line.split()[-1] for line in lines} == {"grow", "move_left", "move_right", "shrink"}
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pth: not a readable PyTorch checkpoint"):
+        cli("test", tiny_dataset, "--weights", junk, "--workers", 0)
 
 
 def test_checkpoint_for_another_class_count(tiny_dataset, tmp_path):
