@@ -38,7 +38,6 @@ video frame by frame, in chunks or at once gives the same logits.
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union

@@ -37,6 +37,7 @@ class TrainSettings:
     epochs: int = 50
     batch_size: int = 8
     lr: float = 0.01
+    optimizer: str = "sgd"
     lr_scheduler: str = "step"
     lr_steps: List[float] = field(default_factory=lambda: [20.0, 40.0])
     warmup_epochs: float = 0.0

@@ -76,3 +76,12 @@ class LRSchedule:
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_mult", 1.0)
         return lr
+
+
+def make_optimizer(name: str, groups: List[dict], lr: float, momentum: float) -> torch.optim.Optimizer:
+    """SGD with momentum (the papers' recipes) or AdamW (quick from-scratch training)."""
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"--optimizer must be 'sgd' or 'adamw', not {name!r}")

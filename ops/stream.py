@@ -21,6 +21,9 @@ from archs.checkpoint import read_checkpoint
 from archs.registry import InputSpec, create_model
 from ops.errors import UserError
 from ops.media import ffmpeg_exe
+from ops.tester import model_from_checkpoint
+
+DEFAULT_ARCH = "movinet_a0_stream"
 
 RELEASED_NUM_CLASSES = 600  # the released MoViNet weights are Kinetics-600 classifiers
 
@@ -87,25 +90,27 @@ def default_fps(spec: InputSpec) -> float:
     return 25.0 / spec.dense_stride
 
 
-def load_stream_model(arch: str, weights: Optional[str], num_classes: Optional[int],
+def load_stream_model(arch: Optional[str], weights: Optional[str], num_classes: Optional[int],
                       class_names: Sequence[str]) -> nn.Module:
     """A stream model in eval mode: ``weights`` loaded strictly, or random weights when None.
 
+    The model is ``arch``, else the checkpoint's, else ``movinet_a0_stream`` (random weights).
     The class count is ``num_classes``, else the checkpoint's, else the length of ``class_names``,
     else 600 (the released MoViNet weights).
     """
-    from ops.tester import model_from_checkpoint  # the checkpoint logic of `videorec test`
-
     if weights is None:
-        model = create_model(arch, num_classes or len(class_names) or RELEASED_NUM_CLASSES)
+        model = create_model(arch or DEFAULT_ARCH, num_classes or len(class_names) or RELEASED_NUM_CLASSES)
     else:
         if num_classes is None:
             ckpt = read_checkpoint(weights)
             if not (isinstance(ckpt, dict) and ckpt.get("num_classes")):
                 num_classes = len(class_names) or RELEASED_NUM_CLASSES
         model, _ = model_from_checkpoint(weights, arch, num_classes, {})
-    if not hasattr(model, "init_state"):
-        raise UserError(f"{arch} is not a stream model (no init_state); use one of `videorec models 'movinet_*_stream'`")
+    try:
+        model.init_state(1)  # only stream models have a state
+    except (AttributeError, ValueError):
+        raise UserError(f"{model.arch_name} is not a stream model; "
+                        "`videorec models 'movinet_*_stream'` lists them") from None
     return model.eval()
 
 

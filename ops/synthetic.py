@@ -18,7 +18,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import ffmpeg
 import numpy as np
@@ -68,8 +68,12 @@ class SyntheticSettings:
     size: int = 96
     fps: float = 16
     seed: int = 0
+    classes: Tuple[str, ...] = CLASS_NAMES
 
     def check(self) -> None:
+        unknown = sorted(set(self.classes) - set(CLASS_NAMES))
+        if unknown or not self.classes:
+            raise UserError(f"make-synthetic: unknown class(es) {unknown}; choose from {', '.join(CLASS_NAMES)}")
         if self.num_videos < 1 or self.frames < 2:
             raise UserError(f"make-synthetic: need --num-videos >= 1 and --frames >= 2 (got {self.num_videos}, {self.frames})")
         if self.size < 16 or self.size % 2:
@@ -167,38 +171,38 @@ def encode_video(frames: np.ndarray, path: Path, *, fps: float, encoder: str) ->
         tmp.unlink(missing_ok=True)
 
 
-def video_class(index: int) -> str:
+def video_class(index: int, classes: Sequence[str] = CLASS_NAMES) -> str:
     """Classes take turns, so every class gets the same number of videos (up to one)."""
-    return CLASS_NAMES[index % len(CLASS_NAMES)]
+    return classes[index % len(classes)]
 
 
-def video_path(dst: Path, index: int) -> Path:
-    name = video_class(index)
+def video_path(dst: Path, index: int, classes: Sequence[str] = CLASS_NAMES) -> Path:
+    name = video_class(index, classes)
     return Path(dst) / "videos" / name / f"{name}_{index:05d}.mp4"
 
 
 def render_index(settings: SyntheticSettings, index: int) -> np.ndarray:
     """The frames of video ``index`` (deterministic in ``settings.seed`` and ``index``)."""
     rng = np.random.default_rng([settings.seed, index])
-    return render_video(video_class(index), rng, frames=settings.frames, size=settings.size)
+    return render_video(video_class(index, settings.classes), rng, frames=settings.frames, size=settings.size)
 
 
 def make_synthetic(dst: Path, settings: SyntheticSettings, *, workers: int = 1) -> List[Path]:
     """Render and encode the dataset under ``dst/videos/<class>/``; writes ``dst/synthetic.json`` (the settings)."""
     settings.check()
     dst = Path(dst)
-    for name in CLASS_NAMES:
+    for name in settings.classes:
         (dst / "videos" / name).mkdir(parents=True, exist_ok=True)
     encoder = pick_encoder()
 
     def one(index: int) -> Path:
-        path = video_path(dst, index)
+        path = video_path(dst, index, settings.classes)
         encode_video(render_index(settings, index), path, fps=settings.fps, encoder=encoder)
         return path
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         paths = list(tqdm(pool.map(one, range(settings.num_videos)), total=settings.num_videos,
                           desc="make-synthetic", unit="video", disable=None, file=sys.stderr))
-    record = {**asdict(settings), "encoder": encoder, "classes": list(CLASS_NAMES)}
+    record = {**asdict(settings), "encoder": encoder, "classes": list(settings.classes)}
     write_text_atomic(dst / "synthetic.json", json.dumps(record, indent=2) + "\n")
     return paths

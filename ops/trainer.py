@@ -28,7 +28,7 @@ from ops.distributed import DistInfo, any_rank, init_distributed
 from ops.errors import UserError
 from ops.inference import autocast, predict, unwrap
 from ops.metrics import mean_average_precision, topk_accuracy
-from ops.optim import LRSchedule, param_groups
+from ops.optim import LRSchedule, make_optimizer, param_groups
 from ops.runlog import BadSamples, RunLog, progress
 from ops.sources import SourceError
 
@@ -156,7 +156,7 @@ def _train(settings: TrainSettings, info: DistInfo, out_dir: Path, log: RunLog) 
     if settings.sync_bn and info.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     groups = param_groups(model, settings.wd, new_classifier)
-    optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum)
+    optimizer = make_optimizer(settings.optimizer, groups, settings.lr, settings.momentum)
     scaler = torch.amp.GradScaler(info.device.type, enabled=settings.amp and info.device.type == "cuda")
     net = model
     if info.distributed:

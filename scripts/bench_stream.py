@@ -117,7 +117,8 @@ def main() -> None:
                   f"{target if target else '-':>7} {result['rss_100']:>12.1f} {result['rss_end']:>12.1f}")
         if len(results) == 2:
             (_, mine), (_, ref) = results.items()
-            print(f"  ours / port: wall {mine['wall_ms'] / ref['wall_ms']:.2f}, CPU {mine['cpu_ms'] / ref['cpu_ms']:.2f}")
+            print(f"  ours / port: wall {mine['wall_ms'] / ref['wall_ms']:.2f}, "
+                  f"CPU {mine['cpu_ms'] / ref['cpu_ms']:.2f}")
 
 
 if __name__ == "__main__":

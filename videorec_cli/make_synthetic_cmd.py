@@ -17,10 +17,12 @@ def command(
     size: int = typer.Option(96, help="Width and height in pixels (even)."),
     fps: float = typer.Option(16, help="Frame rate written into the videos."),
     seed: int = typer.Option(0, help="Random seed: the same seed gives the same frames."),
+    classes: Optional[str] = typer.Option(None, help="Comma list of classes to render (default: all 10), e.g. move_left,move_right,move_up,move_down."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Parallel encoders (default: the CPU count)."),
 ) -> None:
     """Render shapes whose class is their motion (move, rotate, grow/shrink, appear/disappear)."""
-    settings = SyntheticSettings(num_videos=num_videos, frames=frames, size=size, fps=fps, seed=seed)
+    chosen = {"classes": tuple(c.strip() for c in classes.split(","))} if classes else {}
+    settings = SyntheticSettings(num_videos=num_videos, frames=frames, size=size, fps=fps, seed=seed, **chosen)
     paths = make_synthetic(dst, settings, workers=workers or os.cpu_count() or 1)
     typer.echo(f"wrote {len(paths)} videos under {Path(dst) / 'videos'}")
     typer.echo(f"next: videorec make-annotations --format folder --media videos --media-dir {Path(dst) / 'videos'} "

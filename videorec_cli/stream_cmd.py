@@ -8,8 +8,10 @@ import typer
 
 
 def command(
-    video: str = typer.Argument(..., help="A video file, URL or capture device that ffmpeg opens (see --input-format)."),
-    arch: str = typer.Option("movinet_a0_stream", "--arch", "-a", help="A stream model (movinet_a0_stream ... a5)."),
+    video: str = typer.Argument(..., help="A video file, URL or capture device that ffmpeg opens "
+                                "(see --input-format)."),
+    arch: Optional[str] = typer.Option(None, "--arch", "-a", help="A stream model, movinet_a0_stream ... a5 (default: "
+                                       "the checkpoint's, else movinet_a0_stream)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Checkpoint: ours or a released MoViNet-pytorch "
                                           "stream state dict. Without it: random weights, for latency tests."),
     classes: Optional[Path] = typer.Option(None, help="classes.txt, one name per line (default: class indices)."),
@@ -27,13 +29,13 @@ def command(
     from ops.stream import default_fps, load_stream_model, read_frames, stream_predictions
 
     names = read_class_names(classes) if classes else []
-    if weights is None:
-        typer.echo(f"warning: no --weights: {arch} has random weights, its predictions mean nothing "
-                   "(fine for latency tests)", err=True)
     model = load_stream_model(arch, weights, num_classes, names).to(device)
+    if weights is None:
+        typer.echo(f"warning: no --weights: {model.arch_name} has random weights, its predictions mean nothing "
+                   "(fine for latency tests)", err=True)
     spec = model.input_spec
     rate = fps or default_fps(spec)
-    typer.echo(f"{arch}: {spec.crop_size}x{spec.crop_size} frames at {rate:g} fps", err=True)
+    typer.echo(f"{model.arch_name}: {spec.crop_size}x{spec.crop_size} frames at {rate:g} fps", err=True)
     frames = read_frames(video, spec.crop_size, fps=rate, input_format=input_format)
     for pred in stream_predictions(model, frames, fps=rate, top_k=top_k, every=every, device=device):
         top = "  ".join(f"{p * 100:5.1f}% {names[i] if i < len(names) else i}" for i, p in pred.top)

@@ -34,6 +34,7 @@ def command(
     epochs: int = typer.Option(50, help="Epochs to train."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", help="Clips per process per step (global batch = this x processes)."),
     lr: float = typer.Option(0.01, help="Base learning rate (not scaled automatically: scale it with the global batch)."),
+    optimizer: str = typer.Option("sgd", help="sgd (with --momentum, the papers' recipes) or adamw (quick training from scratch)."),
     lr_scheduler: str = typer.Option("step", help="step (x0.1 at --lr-steps) or cos."),
     lr_steps: List[float] = typer.Option([20.0, 40.0], help="Epochs where the step schedule divides the lr by 10 (repeat the flag)."),
     warmup_epochs: float = typer.Option(0.0, help="Linear warm-up from lr/100 over this many epochs."),
@@ -81,7 +82,7 @@ def command(
                           frame_template=frame_template, num_segments=num_segments, crop_size=crop_size,
                           scale_size=scale_size, dense_sample=dense_sample, workers=workers, strict_data=strict_data),
         arch=arch, model_options=options, pretrained=pretrained, epochs=epochs, batch_size=batch_size, lr=lr,
-        lr_scheduler=lr_scheduler, lr_steps=list(lr_steps), warmup_epochs=warmup_epochs, wd=wd, momentum=momentum,
+        optimizer=optimizer, lr_scheduler=lr_scheduler, lr_steps=list(lr_steps), warmup_epochs=warmup_epochs, wd=wd, momentum=momentum,
         gd=gd or None, npb=npb, eval_freq=eval_freq, tune_from=tune_from, resume=resume, seed=seed, amp=amp,
         sync_bn=sync_bn, device=device, output_dir=output_dir, max_iters_per_epoch=max_iters_per_epoch)
     from ops.trainer import TrainingInterrupted, train
