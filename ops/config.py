@@ -53,7 +53,7 @@ class TrainSettings:
     sync_bn: bool = False
     device: str = "auto"
     output_dir: str = "runs/run"
-    print_freq: int = 20
+    log_prefix: str = ""
     max_iters_per_epoch: Optional[int] = None
 
     def to_dict(self) -> dict:

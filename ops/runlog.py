@@ -10,8 +10,9 @@ from typing import Dict, Optional
 class RunLog:
     """Writes ``log.txt`` and tensorboard scalars into the run folder (rank 0); other ranks stay quiet."""
 
-    def __init__(self, output_dir: Path, enabled: bool, tensorboard: bool = True) -> None:
+    def __init__(self, output_dir: Path, enabled: bool, tensorboard: bool = True, prefix: str = "") -> None:
         self.enabled = enabled
+        self.prefix = f"[{prefix}] " if prefix else ""
         self.file = None
         self.writer = None
         if enabled:
@@ -25,12 +26,12 @@ class RunLog:
     def info(self, message: str) -> None:
         if not self.enabled:
             return
-        print(message, flush=True)
+        print(self.prefix + message, flush=True)
         self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
     def warn(self, message: str) -> None:
         if self.enabled:
-            print(f"warning: {message}", file=sys.stderr, flush=True)
+            print(f"{self.prefix}warning: {message}", file=sys.stderr, flush=True)
             self.file.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} warning: {message}\n")
 
     def scalars(self, values: Dict[str, float], step: int) -> None:

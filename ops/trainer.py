@@ -127,7 +127,7 @@ class _StopFlag:
 def train(settings: TrainSettings) -> Dict[str, float]:
     info = init_distributed(settings.device)
     out_dir = Path(settings.output_dir)
-    log = RunLog(out_dir, info.is_main)
+    log = RunLog(out_dir, info.is_main, prefix=settings.log_prefix)
     try:
         return _train(settings, info, out_dir, log)
     except SourceError as exc:  # strict mode, or a dataset where nothing reads

@@ -45,3 +45,8 @@ def tiny_dataset(tmp_path_factory) -> Path:
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
+
+
+# Tests use tiny tensors: one compute thread avoids oversubscribing the cores that
+# DataLoader workers and subprocesses share (many times faster on 2-core machines).
+torch.set_num_threads(1)
