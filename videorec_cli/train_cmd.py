@@ -62,7 +62,19 @@ def command(
     strict_data: bool = typer.Option(False, "--strict-data", help="Fail on the first unreadable sample instead of replacing it."),
     max_iters_per_epoch: Optional[int] = typer.Option(None, help="Cap the steps per epoch (quick runs, benchmarks)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    model_option: List[str] = typer.Option([], "--model-option", "-m", help="Model builder option key=value (e.g. shift_div=4, temporal_pool=true, width_mult=0.5)."),
+    shift_div: Optional[int] = typer.Option(None, help="TSM: shift 1/shift-div of the channels each way (default 8)."),
+    shift_place: Optional[str] = typer.Option(None, help="TSM: blockres (residual branch, default) or block."),
+    temporal_pool: Optional[bool] = typer.Option(None, "--temporal-pool", help="TSM: halve T before layer2 (ResNet)."),
+    consensus: Optional[str] = typer.Option(None, help="TSN/TSM segment consensus: avg (default) or identity."),
+    glance_arch: Optional[str] = typer.Option(None, help="AdaFocusV2: glance network mbv2 or res50."),
+    patch_size: Optional[int] = typer.Option(None, help="AdaFocusV2: focus patch size (96, 128, 160, 192)."),
+    hidden_dim: Optional[int] = typer.Option(None, help="AdaFocusV2: classifier hidden size."),
+    stn_hidden_dim: Optional[int] = typer.Option(None, help="AdaFocusV2: policy hidden size."),
+    global_lr_ratio: Optional[float] = typer.Option(None, help="AdaFocusV2: lr multiplier of the glance network."),
+    stn_lr_ratio: Optional[float] = typer.Option(None, help="AdaFocusV2: lr multiplier of the policy network (default 0.01)."),
+    classifier_lr_ratio: Optional[float] = typer.Option(None, help="AdaFocusV2: lr multiplier of the exit classifiers."),
+    sample: Optional[bool] = typer.Option(None, "--sample", help="AdaFocusV2: coarse-to-fine frame order (early exit sees the whole video sooner)."),
+    model_option: List[str] = typer.Option([], "--model-option", "-m", help="Any other model builder option key=value (e.g. width_mult=0.5)."),
     nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Processes on this node (DDP through torch.distributed.run)."),
     nnodes: int = typer.Option(1, help="Nodes taking part (DDP)."),
     node_rank: int = typer.Option(0, help="Rank of this node (DDP)."),
@@ -74,9 +86,11 @@ def command(
 
     if (nproc_per_node > 1 or nnodes > 1) and not launched():
         raise typer.Exit(launch(nproc_per_node, nnodes, node_rank, master_addr, master_port, sys.argv[1:]))
-    options = parse_options(model_option)
-    if dropout is not None:
-        options["dropout"] = dropout
+    named = {"dropout": dropout, "shift_div": shift_div, "shift_place": shift_place, "temporal_pool": temporal_pool,
+             "consensus_type": consensus, "glance_arch": glance_arch, "patch_size": patch_size, "hidden_dim": hidden_dim,
+             "stn_hidden_dim": stn_hidden_dim, "global_lr_ratio": global_lr_ratio, "stn_lr_ratio": stn_lr_ratio,
+             "classifier_lr_ratio": classifier_lr_ratio, "coarse_to_fine": sample}
+    options = {**parse_options(model_option), **{k: v for k, v in named.items() if v is not None}}
     settings = TrainSettings(
         data=DataSettings(dataset=dataset, root=root, train_list=train_list, val_list=val_list,
                           frame_template=frame_template, num_segments=num_segments, crop_size=crop_size,
