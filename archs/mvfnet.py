@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from archs.registry import InputSpec, register_model
-from archs.tsn import PartialBNMixin, fold_time, running_mean, torchvision_backbone
+from archs.tsn import PartialBNMixin, SegmentHeadMixin, fold_time, torchvision_backbone
 
 # MVFNet normalises 0-255 RGB pixels with the ImageNet mean/std scaled by 255.
 MVF_MEAN = (123.675, 116.28, 103.53)
@@ -92,7 +92,7 @@ def insert_multi_view_fusion(resnet: nn.Module, num_segments: int, alpha: float 
             block.conv1 = MultiViewFusion(block.conv1, num_segments, block.conv1.in_channels, alpha)
 
 
-class MVFNet(PartialBNMixin, nn.Module):
+class MVFNet(PartialBNMixin, SegmentHeadMixin, nn.Module):
     """MVFNet: ``backbone`` (ResNet with multi-view fusion) per frame, dropout, ``new_fc``, mean over T.
 
     Input (N, 3, T, H, W) with T = ``num_segments`` and H, W any size the ResNet takes
@@ -117,10 +117,10 @@ class MVFNet(PartialBNMixin, nn.Module):
         self.num_segments = num_segments
         self.partial_bn = partial_bn
         self.dropout = nn.Dropout(p=dropout)
-        self.new_fc = self._new_classifier(num_classes)
+        self.new_fc = self.new_classifier(num_classes)
         self.input_spec = mvfnet_spec(num_segments)
 
-    def _new_classifier(self, num_classes: int) -> nn.Linear:
+    def new_classifier(self, num_classes: int) -> nn.Linear:
         fc = nn.Linear(self.feature_dim, num_classes)
         nn.init.normal_(fc.weight, 0.0, 0.01)
         nn.init.zeros_(fc.bias)
@@ -133,23 +133,6 @@ class MVFNet(PartialBNMixin, nn.Module):
             raise ValueError(f"MVFNet built for {self.num_segments} frames got a clip of {t}")
         feats = self.backbone(fold_time(x))
         return self.new_fc(self.dropout(feats)).view(n, t, -1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.frame_logits(x).mean(dim=1)
-
-    def forward_exits(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, T, K): exit t averages the logits of frames 0..t.
-
-        The whole clip goes through the trunk once; the temporal convolutions let
-        frame t's features see frames t-1 and t+1, as TSM's shift does.
-        """
-        return running_mean(self.frame_logits(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.new_fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.new_fc = self._new_classifier(num_classes)
 
     def convert_state_dict(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """MVFNet checkpoints: ``cls_head.new_fc.*`` -> ``new_fc.*``; the fusion's Conv3d

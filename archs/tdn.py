@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archs.registry import register_model
-from archs.tsn import PartialBNMixin, fold_time, running_mean, torchvision_backbone, tsn_spec
+from archs.tsn import PartialBNMixin, SegmentHeadMixin, fold_time, torchvision_backbone, tsn_spec
 
 FRAMES_PER_SEGMENT = 5
 CENTRE_FRAME = FRAMES_PER_SEGMENT // 2
@@ -228,7 +228,7 @@ class TDNResNet(nn.Module):
         return torch.flatten(self.avgpool(x), 1)
 
 
-class TDN(PartialBNMixin, nn.Module):
+class TDN(PartialBNMixin, SegmentHeadMixin, nn.Module):
     """TDN: ``base_model`` per segment, dropout, ``new_fc``, average over segments.
 
     Input (N, 3, T*5, H, W), segment-major (segment 0's 5 frames, then segment 1's ...);
@@ -260,19 +260,6 @@ class TDN(PartialBNMixin, nn.Module):
                              f"{self.num_segments * FRAMES_PER_SEGMENT} frames (5 per segment), got {frames}")
         feats = self.base_model(fold_time(x).view(n * self.num_segments, FRAMES_PER_SEGMENT, c, h, w))
         return self.new_fc(self.dropout(feats)).view(n, self.num_segments, -1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.frame_logits(x).mean(dim=1)
-
-    def forward_exits(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, T, K): exit t averages the logits of segments 0..t (early exit)."""
-        return running_mean(self.frame_logits(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.new_fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.new_fc = nn.Linear(self.feature_dim, num_classes)
 
     def convert_state_dict(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Reference checkpoints (``module.`` already stripped): drop the never-used modules'

@@ -5,8 +5,8 @@ moves one frame forward and one back in time (zero-filled at the ends), for free
 Module names follow the TSM repository (``base_model.*``, ``new_fc.*``, shifted
 convolutions as ``conv1.net``), so its released checkpoints load directly.
 
-Pieces other 2D-backbone families reuse: :func:`fold_time`, :func:`consensus`,
-:func:`torchvision_backbone`, :class:`PartialBNMixin`, :func:`tsn_spec`.
+Pieces other 2D-backbone families reuse: :func:`fold_time`, :func:`torchvision_backbone`,
+:class:`PartialBNMixin`, :class:`SegmentHeadMixin`, :func:`tsn_spec`.
 """
 from __future__ import annotations
 
@@ -25,16 +25,6 @@ def fold_time(x: torch.Tensor) -> torch.Tensor:
     """(N, C, T, H, W) -> (N*T, C, H, W), frame-major within each clip."""
     n, c, t, h, w = x.shape
     return x.transpose(1, 2).reshape(n * t, c, h, w)
-
-
-def consensus(frame_logits: torch.Tensor, batch: int, mode: str = "avg") -> torch.Tensor:
-    """(N*T, K) -> (N, K) by averaging over T (``avg``) or (N, T, K) (``identity``)."""
-    per_clip = frame_logits.view(batch, -1, frame_logits.shape[-1])
-    if mode == "avg":
-        return per_clip.mean(dim=1)
-    if mode == "identity":
-        return per_clip
-    raise ValueError(f"consensus must be 'avg' or 'identity', not {mode!r}")
 
 
 def running_mean(frame_logits: torch.Tensor) -> torch.Tensor:
@@ -144,13 +134,35 @@ class PartialBNMixin:
         return self
 
 
+class SegmentHeadMixin:
+    """The head of the 2D-backbone families: ``frame_logits(x)`` gives per-segment logits
+    (N, T', K) from ``new_fc``; the clip's logits are their mean and exit t averages
+    segments 0..t (early exit). Subclasses set ``new_fc`` and ``feature_dim``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.frame_logits(x).mean(dim=1)
+
+    def forward_exits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T', K): exit t averages the logits of segments 0..t."""
+        return running_mean(self.frame_logits(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.new_fc
+
+    def new_classifier(self, num_classes: int) -> nn.Linear:
+        return nn.Linear(self.feature_dim, num_classes)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.new_fc = self.new_classifier(num_classes)
+
+
 def tsn_spec(num_segments: int, frames_per_segment: int = 1) -> InputSpec:
     """ImageNet-normalised 224 crops of T segments (the TSN family's input)."""
     return InputSpec(num_segments=num_segments, frames_per_segment=frames_per_segment, sampling="segment",
                      dense_stride=max(1, 64 // num_segments), crop_size=224, scale_size=256)
 
 
-class TSN(PartialBNMixin, nn.Module):
+class TSN(PartialBNMixin, SegmentHeadMixin, nn.Module):
     """TSN / TSM: ``base_model`` on each of T frames, dropout, ``new_fc``, consensus.
 
     Input (N, 3, T, H, W); output (N, K) (``consensus='avg'``) or (N, T', K)
@@ -187,16 +199,6 @@ class TSN(PartialBNMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.frame_logits(x)
         return logits.mean(dim=1) if self.consensus_type == "avg" else logits
-
-    def forward_exits(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, T', K): exit t averages the logits of frames 0..t (early exit)."""
-        return running_mean(self.frame_logits(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.new_fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.new_fc = nn.Linear(self.feature_dim, num_classes)
 
     def convert_state_dict(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """TSM checkpoints: ``base_model.fc``/``classifier`` -> ``new_fc``; ``.net`` added or

@@ -10,7 +10,7 @@ from dataset_configs import read_class_names
 from ops.dataset import SamplingSettings
 from ops.errors import UserError
 from ops.sources import SourceError, open_source
-from ops.tester import model_from_checkpoint
+from ops.tester import model_from_checkpoint, trained_spec
 from ops.transforms import ClipTransform
 
 
@@ -18,7 +18,7 @@ def predict_video(video: Path, weights: str, arch: Optional[str], num_classes: O
                   classes: Optional[Path], top_k: int, template: str) -> List[Tuple[str, float]]:
     model, ckpt = model_from_checkpoint(weights, arch, num_classes, {})
     model.eval()
-    spec = model.input_spec
+    spec = trained_spec(model, ckpt)
     names = read_class_names(classes) if classes else list(ckpt.get("class_names", []))
     try:
         source = open_source(video, template)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from archs.checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
-from archs.registry import create_model
+from archs.registry import InputSpec, create_model
 from ops.config import DataSettings
 from ops.data import ViewSettings, build_dataset, dataset_config, resolve_spec
 from ops.distributed import DistInfo, init_distributed
@@ -67,14 +67,24 @@ def model_from_checkpoint(path: str, arch: Optional[str], num_classes: Optional[
     return model, ckpt
 
 
+def trained_spec(model, ckpt: dict) -> InputSpec:
+    """The input spec a checkpoint was trained with (crop, scale, sampling), else the model's;
+    the segment count is the model's (``--test-segments``)."""
+    saved = ckpt.get("settings", {}).get("input_spec")
+    if not saved:
+        return model.input_spec
+    spec = InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+    return spec.replace(num_segments=model.input_spec.num_segments)
+
+
 def run_test(settings: TestSettings) -> List[Dict[str, float]]:
     """Write one score file per clip index; returns the metrics printed for each."""
     info = init_distributed(settings.device)
     cfg = dataset_config(settings.data)
-    model, _ = model_from_checkpoint(settings.weights, settings.arch, cfg.num_classes,
-                                     {**settings.model_options, "num_segments": settings.test_segments})
+    model, ckpt = model_from_checkpoint(settings.weights, settings.arch, cfg.num_classes,
+                                        {**settings.model_options, "num_segments": settings.test_segments})
     model.to(info.device)
-    spec = resolve_spec(model.input_spec, settings.data)
+    spec = resolve_spec(trained_spec(model, ckpt), settings.data)
     if settings.exits and not hasattr(model, "forward_exits"):
         raise UserError(f"{model.arch_name} has no per-frame exits (forward_exits); drop --exits")
     out_dir = Path(settings.output_dir)

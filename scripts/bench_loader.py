@@ -33,6 +33,7 @@ from ops.transforms import MULTISCALE, ClipTransform, multiscale_crop_box
 def make_videos(root: Path, count: int, frames: int, height: int, width: int) -> None:
     rng = np.random.default_rng(0)
     encoder = pick_encoder()
+    (root / "videos").mkdir(parents=True, exist_ok=True)
     for i in range(count):
         square = render_video("move_left", rng, frames=frames, size=max(height, width))
         clip = np.ascontiguousarray(square[:, :height, :width])

@@ -61,6 +61,7 @@ def test_test_writes_one_score_file_per_clip_and_fuses(tiny_dataset, tmp_path):
     s0 = read_scores(files[0])
     assert s0.logits.shape == (8, 3, 4) and s0.exit_logits.shape == (8, 4, 4)
     assert s0.video_ids[0] == "frames/grow/grow_4" and s0.settings["test_crops"] == 3
+    assert s0.settings["input_spec"]["crop_size"] == 32  # the trained input spec, not the model's default 224
     # clip 0 and clip 1 sample different frames, so their scores differ
     s1 = read_scores(files[1])
     assert (s0.clip_index, s1.clip_index, s1.num_clips) == (0, 1, 2) and not np.array_equal(s0.logits, s1.logits)
