@@ -122,6 +122,30 @@ def test_stream_frame_by_frame_equals_chunks_equals_whole_clip(positional):
     assert (partial - whole).abs().max() > 1e-3  # the logits depend on every frame fed so far
 
 
+def test_folded_batch_norm_fast_path_matches_plain_path():
+    """Eval without autograd folds BN into the convs (cached); it must give the plain path's logits,
+    also after the weights change in place (the cache is rebuilt), and on base 3D / (2+1)D models."""
+    model = tiny_stream()
+    clip = torch.rand(2, 3, 6, 32, 32)
+
+    def fast_and_plain(net):
+        with torch.no_grad():
+            fast = net(clip)
+        with torch.enable_grad():  # autograd on: conv -> BN -> act as in training, not folded
+            plain = net(clip).detach()
+        return fast, plain
+
+    for net in (randomize(tiny(stream=False)), randomize(MoViNet(TINY, num_classes=7, conv_type="2plus1d")), model):
+        before, plain = fast_and_plain(net)
+        torch.testing.assert_close(before, plain, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        model.blocks["b1_l0"].deep.conv_1.norm.running_var.mul_(3.0)
+        model.conv7.conv_1.conv2d.weight.mul_(-1.0)
+    fast, plain = fast_and_plain(model)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=0)
+    assert (fast - before).abs().max() > 1e-3  # the folded weights followed the change
+
+
 def test_stream_is_causal():
     model = tiny_stream()
     clip = torch.rand(2, 3, 6, 32, 32)
