@@ -12,7 +12,7 @@ Model interface (every registered model):
   averages the loss over the E exits.
 * ``get_classifier() -> nn.Module`` and ``reset_classifier(num_classes)``.
 * Optional ``forward_exits(x) -> (N, E, K)``: logits after each exit (frame),
-  for ``videorec early-exit``.
+  for ``videorec early-exit``; the last exit equals ``forward(x)`` in eval mode.
 * Optional ``convert_state_dict(state_dict) -> state_dict``: maps the keys of a
   released checkpoint of the reference repository onto ours. It must pass our
   own keys through unchanged.

@@ -8,6 +8,7 @@ same labels in the same order; the first difference is reported.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -62,6 +63,11 @@ class Fused:
     num_views: int
     files: List[str]
 
+    @cached_property
+    def confusion_matrix(self) -> np.ndarray:
+        """(K, K), rows: true class; computed once for the report and the CSV files."""
+        return confusion(self.labels, self.scores.argmax(1), self.scores.shape[1])
+
 
 def fuse(paths: Sequence[Path], fusion: str = "softmax-mean", weights: Optional[Sequence[float]] = None) -> Fused:
     """Fuse score files one at a time (memory: one file plus the running sum)."""
@@ -93,8 +99,7 @@ def report(fused: Fused) -> Dict[str, float]:
     if fused.labels.ndim == 2:
         return {"mAP": mean_average_precision(fused.scores, fused.labels)}
     acc = topk_accuracy(fused.scores, fused.labels, (1, 5))
-    cm = confusion(fused.labels, fused.scores.argmax(1), fused.scores.shape[1])
-    per_class = per_class_accuracy(cm)
+    per_class = per_class_accuracy(fused.confusion_matrix)
     return {"top1": acc[1], "top5": acc[5], "mean_class_acc": float(np.nanmean(per_class))}
 
 
@@ -104,7 +109,7 @@ def write_report_files(fused: Fused, out_dir: Path, class_names: Optional[List[s
 
     k = fused.scores.shape[1]
     names = class_names if class_names and len(class_names) == k else [str(i) for i in range(k)]
-    cm = confusion(fused.labels, fused.scores.argmax(1), k)
+    cm = fused.confusion_matrix
     acc = per_class_accuracy(cm)
     rows = ["class_index,class_name,videos,correct,accuracy"]
     rows += [f"{i},{names[i]},{int(cm[i].sum())},{int(cm[i, i])},{'' if np.isnan(acc[i]) else f'{acc[i]:.2f}'}" for i in range(k)]

@@ -53,10 +53,12 @@ def predict(model: nn.Module, dataset: VideoDataset, info: DistInfo, *, batch_si
         n, v = clip.shape[:2]
         x = clip.flatten(0, 1)
         with autocast(info.device, amp):
-            out = net(x).float().view(n, v, -1)
-            if exits:
+            if exits:  # one pass: the last exit is the model's output
                 per_exit = net.forward_exits(x).float()  # (n * v, E, K)
                 exit_rows.append(per_exit.view(n, v, *per_exit.shape[1:]).mean(1).cpu())
+                out = per_exit[:, -1].reshape(n, v, -1)
+            else:
+                out = net(x).float().view(n, v, -1)
         rows.append(batch["index"])
         logits.append(out.cpu())
         targets.append(batch["target"])

@@ -37,12 +37,6 @@ def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
         return np.where(counts > 0, np.diag(cm) / np.maximum(counts, 1), np.nan) * 100.0
 
 
-def mean_class_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> float:
-    """Mean of per-class recall over the classes that have samples (never NaN)."""
-    acc = per_class_accuracy(confusion(labels, preds, num_classes))
-    return float(np.nanmean(acc)) if np.isfinite(acc).any() else 0.0
-
-
 def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
     """mAP over classes for multi-label targets (N, K) in {0, 1}.
 
