@@ -204,6 +204,7 @@ def _train(settings: TrainSettings, info: DistInfo, out_dir: Path, log: RunLog) 
             net.train()
             tic, seen, loss_sum, top1_sum = time.time(), 0, 0.0, 0.0
             step = skip
+            lr = schedule.apply(optimizer, iteration)  # defined even when a resumed epoch has no steps left
             for batch in progress(loader, iters - skip, f"epoch {epoch}", info.is_main):
                 if step >= iters:
                     break

@@ -156,3 +156,13 @@ def test_two_process_gloo_ddp_train_and_sharded_test(tiny_dataset, tmp_path):
     a, b = read_scores(tmp_path / "one" / "scores_clip0of1.pkl"), read_scores(tmp_path / "two" / "scores_clip0of1.pkl")
     assert a.video_ids == b.video_ids and len(a.video_ids) == 8  # every video once, list order
     assert np.allclose(a.logits, b.logits, atol=1e-5)
+
+
+def test_resume_from_a_signal_at_the_last_step_of_an_epoch(tiny_dataset, tmp_path):
+    """A stop signal on an epoch's last step saves step == steps per epoch; resuming finishes that epoch."""
+    train(tiny_dataset, tmp_path / "run", "--epochs", 1)
+    state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
+    state.update(epoch=0, step=4)  # 16 train videos / batch 4: the interrupt came after the last step
+    torch.save(state, tmp_path / "run" / "last.pth")
+    out = train(tiny_dataset, tmp_path / "run", "--epochs", 1, "--resume", "auto")
+    assert "epoch 0, step 4" in out.output and "epoch 0 val:" in out.output
