@@ -171,16 +171,29 @@ def per_frame(module: nn.Module, x: Tensor) -> Tensor:
     return y.unflatten(0, (n, t)).transpose(1, 2)
 
 
-def cumulative_mean(x: Tensor, total: Tensor, frames: Tensor) -> Tuple[Tensor, Tensor]:
+def frame_counts(frames: Tensor, num_frames: int, dtype: torch.dtype) -> Tensor:
+    """(N, 1, T, 1, 1): frames seen up to and including each of the next ``num_frames`` frames,
+    after ``frames`` (N,) earlier ones (the divisor of :func:`cumulative_mean`)."""
+    steps = torch.arange(1, num_frames + 1, device=frames.device, dtype=dtype)
+    return frames.to(dtype).view(-1, 1, 1, 1, 1) + steps.view(1, 1, -1, 1, 1)
+
+
+def cumulative_mean(x: Tensor, total: Tensor, counts: Tensor) -> Tuple[Tensor, Tensor]:
     """Mean over all frames seen so far, at every frame of ``x``.
 
     x: (N, C, T, 1, 1) per-frame means; total: (N, C, 1, 1, 1) sum over the earlier frames;
-    frames: (N,) how many earlier frames. Returns the means (N, C, T, 1, 1) and the new total.
+    counts: (N, 1, T, 1, 1) from :func:`frame_counts`. Returns the means (N, C, T, 1, 1) and the new total.
     """
     sums = x.cumsum(2) + total
-    steps = torch.arange(1, x.shape[2] + 1, device=x.device, dtype=x.dtype)
-    counts = frames.to(x.dtype).view(-1, 1, 1, 1, 1) + steps.view(1, 1, -1, 1, 1)
     return sums / counts, sums[:, :, -1:]
+
+
+def pointwise(layer: "FrameConv", x: Tensor) -> Tensor:
+    """A bias-only 1x1 :class:`FrameConv` applied to pooled features (N, C, T, 1, 1) as one
+    matrix product over channels (the same result as the conv, without per-frame reshapes)."""
+    conv = layer.conv_1[0]
+    out = F.linear(x.flatten(2).transpose(1, 2), conv.weight.flatten(1), conv.bias)  # (N, T, C')
+    return out.transpose(1, 2)[..., None, None]
 
 
 def positional_encoding(frames: Tensor, num_frames: int, channels: int, dtype: torch.dtype) -> Tensor:
@@ -388,18 +401,19 @@ class SqueezeExcitation(nn.Module):
         self.gate = gate()
         self.pos_scale = nn.Parameter(torch.zeros(())) if positional else None
 
-    def forward(self, x: Tensor, total: Optional[Tensor] = None,
-                frames: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
-        """x: (N, C, T, H, W); causal: ``total`` (N, C, 1, 1, 1) and ``frames`` (N,) from the state."""
+    def forward(self, x: Tensor, total: Optional[Tensor] = None, frames: Optional[Tensor] = None,
+                counts: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+        """x: (N, C, T, H, W); causal: ``total`` (N, C, 1, 1, 1) and ``frames`` (N,) from the state,
+        ``counts`` = ``frame_counts(frames, T)``."""
         if total is None:
             pooled = x.mean((2, 3, 4), keepdim=True)
         else:
             frame_mean = x.mean((3, 4), keepdim=True)
-            running, total = cumulative_mean(frame_mean, total, frames)
+            running, total = cumulative_mean(frame_mean, total, counts)
             pooled = torch.cat([running, frame_mean], dim=1)
             if self.pos_scale is not None:
                 pooled = pooled + self.pos_scale * positional_encoding(frames, x.shape[2], pooled.shape[1], x.dtype)
-        gates = self.gate(self.fc2(self.act(self.fc1(pooled))))
+        gates = self.gate(pointwise(self.fc2, self.act(pointwise(self.fc1, pooled))))
         return x * gates, total
 
 
@@ -427,11 +441,12 @@ class Bottleneck(nn.Module):
         self.stride, self.expand_channels = stride, expand
 
     def forward(self, x: Tensor, buffer: Optional[Tensor] = None, total: Optional[Tensor] = None,
-                frames: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+                frames: Optional[Tensor] = None,
+                counts: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         """Returns the output and the block's new stream state (depthwise buffer, SE total)."""
         shortcut = x if self.res is None else self.res(x)
         y, buffer = self.deep(self.expand(x), buffer)
-        y, total = self.se(y, total, frames)
+        y, total = self.se(y, total, frames, counts)
         return shortcut + self.alpha * self.project(y), buffer, total
 
 
@@ -541,17 +556,18 @@ class MoViNet(nn.Module):
 
     def _run(self, x: Tensor, state: State) -> Tuple[Tensor, State]:
         frames = state.get("frames")
+        counts = None if frames is None else frame_counts(frames, x.shape[2], x.dtype)
         new_state: State = {}
         x = self.conv1(x)
         for name, block in self.blocks.items():
-            x, buffer, total = block(x, state.get(f"{name}.deep"), state.get(f"{name}.se"), frames)
+            x, buffer, total = block(x, state.get(f"{name}.deep"), state.get(f"{name}.se"), frames, counts)
             if buffer is not None:
                 new_state[f"{name}.deep"] = buffer
             if total is not None:
                 new_state[f"{name}.se"] = total
         x = self.conv7(x)
         if self.causal:
-            running, new_state["head"] = cumulative_mean(x.mean((3, 4), keepdim=True), state["head"], frames)
+            running, new_state["head"] = cumulative_mean(x.mean((3, 4), keepdim=True), state["head"], counts)
             pooled = running[:, :, -1:]
             new_state["frames"] = frames + x.shape[2]
         else:

@@ -18,9 +18,12 @@ Rules (N frames, T segments, L new_length, tick = (N - L + 1) / T):
 * **twice** (TSM ``--twice-sample``): the T centres followed by the T segment starts
   ``floor(tick * k)`` (2T offsets).
 * **dense** (I3D style): T frames at ``stride`` inside a window of ``T * stride``
-  frames, wrapping round for short videos. Train: the window start is uniform
-  in ``[0, max(0, N - window)]``. Clip i of n: start = ``round(i * (N - window) / (n - 1))``
-  (n > 1) or the centred window (n = 1).
+  frames. Train: the window start is uniform in ``[0, N - window]``. Clip i of n:
+  start = ``round(i * (N - window) / (n - 1))`` (n > 1) or the centred window (n = 1).
+  Videos shorter than the window keep the frames in time order with the stride
+  shrunk to ``N / T``: frame ``floor((k + f) * N / T)``, f uniform in [0, 1) for
+  train and ``(i + 0.5) / n`` for clip i of n. (The reference repositories wrap
+  round with ``% N`` instead, which scrambles the order or repeats one frame.)
 """
 from __future__ import annotations
 
@@ -67,19 +70,23 @@ def segment_indices(num_frames: int, num_segments: int, new_length: int = 1, *, 
 
 def dense_indices(num_frames: int, num_frames_out: int, stride: int, *, train: bool = False,
                   clip_index: int = 0, num_clips: int = 1, rng: Optional[np.random.Generator] = None) -> np.ndarray:
-    """Dense (I3D) sampling: ``num_frames_out`` frames at ``stride``, wrapping round."""
-    window = num_frames_out * stride
-    room = max(num_frames - window, 0)
-    if train:
-        rng = rng if rng is not None else np.random.default_rng()
-        start = int(rng.integers(0, room + 1))
-    elif not 0 <= clip_index < num_clips:
+    """Dense (I3D) sampling: ``num_frames_out`` frames at ``stride``; short videos shrink the stride."""
+    if not train and not 0 <= clip_index < num_clips:
         raise ValueError(f"clip_index must be in [0, {num_clips}), got {clip_index}")
+    rng = rng if rng is not None or not train else np.random.default_rng()
+    window = num_frames_out * stride
+    if num_frames < window:  # in time order at stride N / T, never wrapping round
+        fraction = rng.random() if train else (clip_index + 0.5) / num_clips
+        step = max(num_frames, 1) / num_frames_out
+        return np.floor((np.arange(num_frames_out) + fraction) * step).astype(np.int64).clip(0, max(num_frames - 1, 0))
+    room = num_frames - window
+    if train:
+        start = int(rng.integers(0, room + 1))
     elif num_clips == 1:
         start = room // 2
     else:
         start = int(round(clip_index * room / (num_clips - 1)))
-    return ((start + stride * np.arange(num_frames_out)) % max(num_frames, 1)).astype(np.int64)
+    return (start + stride * np.arange(num_frames_out)).astype(np.int64)
 
 
 def sample_indices(num_frames: int, *, mode: str, num_segments: int, new_length: int = 1, sampling: str = "segment",

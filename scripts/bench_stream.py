@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Per-frame latency and memory of the MoViNet stream models on CPU.
 
-Feeds one random frame at a time (keeping the stream state) and reports, per model, the
+Feeds one random frame at a time (keeping the stream state) and reports, per model, run
+eagerly and traced (what ``videorec stream`` runs by default, see ``ops.stream.compile_stream_step``), the
 median wall time and thread CPU time per frame after a warm-up (on a busy machine the CPU time
 is the figure to trust), and the resident memory (RSS) after 100 and after ``--frames`` frames:
 a stream model's memory must not grow with the video length.
@@ -29,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from archs.registry import create_model  # noqa: E402
+from ops.stream import compile_stream_step  # noqa: E402
 
 TARGET_MS = {"a0": 16.0, "a1": 33.0, "a2": 66.0}
 
@@ -67,16 +69,15 @@ def run(step: Callable[[torch.Tensor], None], frame: torch.Tensor, frames: int, 
             "rss_100": rss_100, "rss_end": rss_mb()}
 
 
-def ours(variant: str) -> Tuple[Callable[[torch.Tensor], None], int]:
-    """A step feeding our stream model one frame, and the model's frame size."""
-    model = create_model(f"movinet_{variant}_stream", num_classes=600).eval()
-    size = model.input_spec.crop_size
-    state = {"value": model.init_state(1, size)}
+def ours(model: torch.nn.Module, frame: torch.Tensor, traced: bool) -> Callable[[torch.Tensor], None]:
+    """A step feeding our stream model one frame (traced or eager), keeping its state."""
+    state = {"value": model.init_state(1, frame.shape[-1])}
+    forward = compile_stream_step(model, frame, state["value"]) if traced else model
 
-    def step(frame: torch.Tensor) -> None:
-        _, state["value"] = model(frame, state["value"])
+    def step(x: torch.Tensor) -> None:
+        _, state["value"] = forward(x, state["value"])
 
-    return step, size
+    return step
 
 
 def reference(variant: str, checkout: Path) -> Callable[[torch.Tensor], None]:
@@ -103,11 +104,13 @@ def main() -> None:
     print(f"{'model':<22} {'size':>5} {'wall ms':>8} {'CPU ms':>7} {'target':>7} "
           f"{'RSS@100 MiB':>12} {'RSS@end MiB':>12}")
     for variant in args.models.split(","):
-        step, size = ours(variant)
-        steps = {f"movinet_{variant}_stream": step}
+        model = create_model(f"movinet_{variant}_stream", num_classes=600).eval()
+        size = model.input_spec.crop_size
+        frame = torch.rand(1, 3, 1, size, size)
+        steps = {f"movinet_{variant}_stream": ours(model, frame, traced=True),
+                 "  eager": ours(model, frame, traced=False)}
         if args.reference is not None:
             steps[f"  reference (port) {variant}"] = reference(variant, args.reference)
-        frame = torch.rand(1, 3, 1, size, size)
         results = {}
         for name, step in steps.items():
             result = run(step, frame, args.frames, args.warmup)
@@ -115,10 +118,11 @@ def main() -> None:
             target = TARGET_MS.get(variant)
             print(f"{name:<22} {size:>5} {result['wall_ms']:>8.2f} {result['cpu_ms']:>7.2f} "
                   f"{target if target else '-':>7} {result['rss_100']:>12.1f} {result['rss_end']:>12.1f}")
-        if len(results) == 2:
-            (_, mine), (_, ref) = results.items()
-            print(f"  ours / port: wall {mine['wall_ms'] / ref['wall_ms']:.2f}, "
-                  f"CPU {mine['cpu_ms'] / ref['cpu_ms']:.2f}")
+        if args.reference is not None:
+            (_, mine), (_, eager), (_, ref) = results.items()
+            for name, result in (("traced", mine), ("eager", eager)):
+                print(f"  ours ({name}) / port: wall {result['wall_ms'] / ref['wall_ms']:.2f}, "
+                      f"CPU {result['cpu_ms'] / ref['cpu_ms']:.2f}")
 
 
 if __name__ == "__main__":

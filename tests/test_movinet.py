@@ -279,13 +279,15 @@ def test_stream_ops_read_frames_and_report_every_second(tmp_path):
     frames = list(read_frames(str(video), 32, fps=5))
     assert len(frames) == 10 and frames[0].shape == (32, 32, 3) and frames[0].dtype.name == "uint8"
     model = tiny_stream()
-    preds = list(stream_predictions(model, iter(frames[:7]), fps=5, top_k=3))
-    assert [p.frames for p in preds] == [5, 7] and preds[0].seconds == 1.0
-    assert len(preds[-1].top) == 3 and sum(p for _, p in preds[-1].top) <= 1.0
     clip = torch.cat([frame_tensor(f, model.input_spec) for f in frames[:7]], dim=2)
     with torch.no_grad():
         best = model(clip)[0].softmax(-1).topk(3)
-    assert [i for i, _ in preds[-1].top] == best.indices.tolist()
+    for compiled in (True, False):
+        preds = list(stream_predictions(model, iter(frames[:7]), fps=5, top_k=3, compiled=compiled))
+        assert [p.frames for p in preds] == [5, 7] and preds[0].seconds == 1.0
+        assert len(preds[-1].top) == 3 and sum(p for _, p in preds[-1].top) <= 1.0
+        assert [i for i, _ in preds[-1].top] == best.indices.tolist()
+        torch.testing.assert_close(torch.tensor([p for _, p in preds[-1].top]), best.values, atol=1e-5, rtol=0)
     with pytest.raises(UserError):
         list(read_frames(str(tmp_path / "missing.mp4"), 32, fps=5))
 
@@ -311,3 +313,22 @@ def test_stream_command_is_registered():
 
     result = CliRunner().invoke(app, ["stream", "--help"])
     assert result.exit_code == 0 and "--weights" in result.output and "--top-k" in result.output
+
+
+@pytest.mark.parametrize("positional", [False, True])
+def test_compiled_stream_step_equals_eager_model(positional):
+    from ops.stream import compile_stream_step
+
+    model = tiny_stream(positional_encoding=positional)
+    frames = torch.rand(2, 3, 6, 32, 32)
+    state = model.init_state(2, 32)
+    step = compile_stream_step(model, frames[:, :, :1], state)
+    eager_state, compiled_state = state, state
+    with torch.inference_mode():
+        for t in range(6):
+            eager, eager_state = model(frames[:, :, t:t + 1], eager_state)
+            compiled, compiled_state = step(frames[:, :, t:t + 1], compiled_state)
+            torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=0)
+    assert compiled_state.keys() == eager_state.keys() and compiled_state["frames"].tolist() == [6.0, 6.0]
+    with pytest.raises(ValueError, match="eval mode"):
+        compile_stream_step(model.train(), frames[:, :, :1], state)

@@ -62,12 +62,22 @@ def test_clip_index_out_of_range():
         segment_indices(30, 8, clip_index=2, num_clips=2)
 
 
-def test_dense_test_clips_and_wrap():
+def test_dense_test_clips():
     assert (dense_indices(300, 8, 8, clip_index=0, num_clips=10) + 1).tolist() == [1, 9, 17, 25, 33, 41, 49, 57]
     last = dense_indices(300, 8, 8, clip_index=9, num_clips=10)
     assert last[0] == 300 - 64 and last[-1] == 299 - 7
-    assert (dense_indices(40, 8, 8) + 1).tolist() == [1, 9, 17, 25, 33, 1, 9, 17]  # wraps round
+    assert (dense_indices(100, 8, 8) + 1).tolist()[-1] == (100 - 64) // 2 + 57
     assert dense_indices(100, 8, 8).tolist()[0] == (100 - 64) // 2  # one clip: centred window
+
+
+def test_dense_short_videos_keep_time_order_at_a_shrunk_stride():
+    # 40 frames < 8 x 8 window: stride 5, not the reference's wrap-round [1, 9, 17, 25, 33, 1, 9, 17]
+    assert (dense_indices(40, 8, 8) + 1).tolist() == [3, 8, 13, 18, 23, 28, 33, 38]
+    assert dense_indices(16, 4, 16, clip_index=0, num_clips=2).tolist() == [1, 5, 9, 13]
+    for seed in range(50):
+        picked = dense_indices(16, 4, 16, train=True, rng=np.random.default_rng(seed))
+        assert (np.diff(picked) == 4).all() and 0 <= picked[0] <= 3
+    assert dense_indices(3, 8, 8).tolist() == [0, 0, 0, 1, 1, 2, 2, 2]  # fewer frames than T: repeats, in order
 
 
 def test_dense_train_start_covers_last_valid_start():

@@ -23,6 +23,8 @@ def command(
     every: float = typer.Option(1.0, help="Print the running top-k every this many seconds of video."),
     input_format: Optional[str] = typer.Option(None, help="ffmpeg input format, e.g. v4l2 for /dev/video0."),
     device: str = typer.Option("cpu", help="torch device."),
+    jit: bool = typer.Option(True, "--jit/--no-jit", help="Trace the per-frame step with TorchScript (same "
+                             "logits, about 1.5x faster on CPU); --no-jit runs the model eagerly."),
 ) -> None:
     """Feed VIDEO to a stream model one frame at a time and print the running top-k once per second."""
     from dataset_configs import read_class_names
@@ -37,6 +39,7 @@ def command(
     rate = fps or default_fps(spec)
     typer.echo(f"{model.arch_name}: {spec.crop_size}x{spec.crop_size} frames at {rate:g} fps", err=True)
     frames = read_frames(video, spec.crop_size, fps=rate, input_format=input_format)
-    for pred in stream_predictions(model, frames, fps=rate, top_k=top_k, every=every, device=device):
+    for pred in stream_predictions(model, frames, fps=rate, top_k=top_k, every=every, device=device,
+                                   compiled=jit):
         top = "  ".join(f"{p * 100:5.1f}% {names[i] if i < len(names) else i}" for i, p in pred.top)
         typer.echo(f"{pred.seconds:7.1f}s {pred.frames:6d}  {top}")
