@@ -56,8 +56,8 @@ class FrameFolderSource:
             frames = decode_jpeg(datas, mode=ImageReadMode.RGB)
         except RuntimeError as exc:
             raise SourceError(f"{self.folder}: corrupt JPEG ({str(exc).splitlines()[0]})") from None
-        stacked = torch.stack(frames)  # (U, 3, H, W)
-        return stacked[torch.from_numpy(inverse.reshape(-1))].permute(0, 2, 3, 1)
+        # one copy: each requested index straight into the clip (repeats share a decode)
+        return torch.stack([frames[j] for j in inverse.reshape(-1).tolist()]).permute(0, 2, 3, 1)
 
 
 class VideoSource:
