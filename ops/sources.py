@@ -56,8 +56,9 @@ class FrameFolderSource:
             frames = decode_jpeg(datas, mode=ImageReadMode.RGB)
         except RuntimeError as exc:
             raise SourceError(f"{self.folder}: corrupt JPEG ({str(exc).splitlines()[0]})") from None
-        # one copy: each requested index straight into the clip (repeats share a decode)
-        return torch.stack([frames[j] for j in inverse.reshape(-1).tolist()]).permute(0, 2, 3, 1)
+        # decode_jpeg's (3, H, W) is a view of (H, W, 3) memory: copy that memory as it is, each
+        # requested index straight into the clip (repeats share a decode)
+        return torch.stack([frames[j].permute(1, 2, 0) for j in inverse.reshape(-1).tolist()])
 
 
 class VideoSource:
