@@ -189,8 +189,9 @@ def cumulative_mean(x: Tensor, total: Tensor, counts: Tensor) -> Tuple[Tensor, T
 
 
 def pointwise(layer: "FrameConv", x: Tensor) -> Tensor:
-    """A bias-only 1x1 :class:`FrameConv` applied to pooled features (N, C, T, 1, 1) as one
-    matrix product over channels (the same result as the conv, without per-frame reshapes)."""
+    """A 1x1 :class:`FrameConv` without BatchNorm or activation (the squeeze-excitation layers)
+    applied to pooled features (N, C, T, 1, 1) -> (N, C', T, 1, 1) as one matrix product over
+    channels: the conv's result without its per-frame reshapes and convolution dispatch."""
     conv = layer.conv_1[0]
     out = F.linear(x.flatten(2).transpose(1, 2), conv.weight.flatten(1), conv.bias)  # (N, T, C')
     return out.transpose(1, 2)[..., None, None]
