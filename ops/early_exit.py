@@ -64,9 +64,12 @@ def per_exit_gmacs(arch: str, num_exits: int, num_classes: int, crop_size: Optio
     """GMACs one more frame costs: a view of ``arch`` built with ``num_exits`` segments,
     profiled on the meta device (no weights, no compute), divided by ``num_exits``."""
     from archs.profile import profile_model
-    from ops.trainer import builder_options
+    from ops.trainer import checked_options
 
-    options = builder_options(arch, {"num_segments": num_exits, **(options or {})})
+    options = options or {}
+    if options.get("num_segments", num_exits) != num_exits:
+        raise UserError(f"the scores have {num_exits} exits but --model-option num_segments={options['num_segments']}")
+    options = checked_options(arch, {"num_segments": num_exits}, options)
     gmacs = profile_model(arch, num_classes, crop_size, **options).gmacs
     if gmacs is None:
         raise UserError(f"{arch}: its GMACs cannot be measured on the meta device; give --gflops-per-exit instead")

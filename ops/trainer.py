@@ -47,8 +47,12 @@ class TrainingInterrupted(Exception):
         self.signum = signum
 
 
+# set by the dataset (or score files) and by --pretrained, never by --model-option
+NOT_MODEL_OPTIONS = ("num_classes", "pretrained")
+
+
 def builder_options(arch: str, options: Dict[str, object]) -> Dict[str, object]:
-    """Keep the options the model's builder accepts; an explicitly set one it does not take is an error."""
+    """The ``options`` the model's builder accepts (the others are dropped)."""
     builder = get_entry(arch).builder
     target = builder.__init__ if inspect.isclass(builder) else builder
     params = inspect.signature(target).parameters
@@ -57,13 +61,24 @@ def builder_options(arch: str, options: Dict[str, object]) -> Dict[str, object]:
     return {k: v for k, v in options.items() if k in params}
 
 
+def checked_options(arch: str, generic: Dict[str, object], explicit: Dict[str, object]) -> Dict[str, object]:
+    """``generic`` options the builder takes, overridden by the user's ``explicit`` ones (``-m``),
+    each of which must be one the builder takes (else :class:`UserError`)."""
+    misplaced = sorted(set(explicit) & set(NOT_MODEL_OPTIONS))
+    if misplaced:
+        raise UserError(f"--model-option {misplaced[0]} is not a model option (it comes from the dataset or "
+                        "--pretrained)")
+    options = builder_options(arch, {**generic, **explicit})
+    unknown = set(explicit) - set(options)
+    if unknown:
+        raise UserError(f"{arch} does not take option(s) {sorted(unknown)}")
+    return options
+
+
 def build_model(settings: TrainSettings, num_classes: int, log: Optional[RunLog] = None) -> tuple:
     """The model and whether its classifier is new on a pretrained backbone (for x5/x10 lr)."""
     generic = {"num_segments": settings.data.num_segments, "partial_bn": not settings.npb}
-    options = builder_options(settings.arch, {**generic, **settings.model_options})
-    unknown = set(settings.model_options) - set(options)
-    if unknown:
-        raise UserError(f"{settings.arch} does not take option(s) {sorted(unknown)}")
+    options = checked_options(settings.arch, generic, settings.model_options)
     pretrained = None if settings.tune_from else settings.pretrained
     model = create_model(settings.arch, num_classes, pretrained=pretrained, **options)
     new_classifier = settings.pretrained == "imagenet" and not settings.tune_from

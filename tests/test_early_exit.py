@@ -159,3 +159,14 @@ def test_cli_rejects_scores_without_exits(tmp_path):
     write_scores(path, ScoreFile(["a", "b"], np.array([0, 1]), np.zeros((2, 1, 3))))
     result = runner.invoke(app, ["early-exit", "--eval-scores", str(path), "--gflops-per-exit", "1"])
     assert isinstance(result.exception, UserError) and "videorec test --exits" in str(result.exception)
+
+
+@pytest.mark.parametrize("option, message", [("num_classes=4", "not a model option"),
+                                             ("width=3", "does not take"),
+                                             ("num_segments=7", "exits but")])
+def test_cli_rejects_model_options_that_cannot_apply(tsn_score_files, tmp_path, option, message):
+    _, val = tsn_score_files
+    result = runner.invoke(app, ["early-exit", "--eval-scores", val, "--holdout", "0.5", "--arch", "tsn_r18",
+                                 "-m", option, "-o", str(tmp_path / "ee")])
+    assert isinstance(result.exception, UserError) and message in str(result.exception)
+    assert not (tmp_path / "ee").exists()
