@@ -9,7 +9,7 @@ however long the video is.
 One frame of a small stream model costs more in Python and operator dispatch than in arithmetic
 (MoViNet-A0: about 70% of a 172x172 frame on one core), so by default the per-frame step is
 traced with TorchScript once, for the batch and frame size of the stream, and frozen
-(:func:`compile_stream_step`): the same logits, 1.5x faster on CPU.
+(:func:`compile_stream_step`): the same logits, about 1.7x faster on CPU.
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ def command(
     input_format: Optional[str] = typer.Option(None, help="ffmpeg input format, e.g. v4l2 for /dev/video0."),
     device: str = typer.Option("cpu", help="torch device."),
     jit: bool = typer.Option(True, "--jit/--no-jit", help="Trace the per-frame step with TorchScript (same "
-                             "logits, about 1.5x faster on CPU); --no-jit runs the model eagerly."),
+                             "logits, about 1.7x faster on CPU); --no-jit runs the model eagerly."),
 ) -> None:
     """Feed VIDEO to a stream model one frame at a time and print the running top-k once per second."""
     from dataset_configs import read_class_names
