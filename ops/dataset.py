@@ -99,7 +99,7 @@ class VideoDataset(torch.utils.data.Dataset):
         t = self.sampling.num_segments * self.sampling.new_length
         tf = self.transform
         size = tf.scale_size if (tf.mode == "test" and tf.full_res and tf.test_crops == 3) else tf.crop_size
-        return torch.zeros(tf.num_views * self.sampling.clips_per_sample, 3, t, size, size)
+        return torch.zeros(tf.num_views * self.sampling.clips_per_sample, 3, t, size, size, dtype=torch.uint8)
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng((self.seed, self.epoch, index))

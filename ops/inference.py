@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ops.data import make_loader
+from ops.data import make_loader, model_input
 from ops.dataset import VideoDataset
 from ops.distributed import DistInfo, gather_objects, shard
 from ops.runlog import progress
@@ -49,7 +49,7 @@ def predict(model: nn.Module, dataset: VideoDataset, info: DistInfo, *, batch_si
     loader = make_loader(dataset, batch_size, workers, indices=shard(len(dataset), info))
     rows, logits, targets, exit_rows, bad = [], [], [], [], []
     for batch in progress(loader, len(loader), desc, info.is_main):
-        clip = batch["clip"].to(info.device, non_blocking=True)
+        clip = model_input(batch, dataset, info.device)
         n, v = clip.shape[:2]
         x = clip.flatten(0, 1)
         with autocast(info.device, amp):

@@ -34,6 +34,6 @@ def predict_video(video: Path, weights: str, arch: Optional[str], num_classes: O
         raise UserError(str(exc)) from None
     views, _ = transform(frames, (0,))
     with torch.no_grad():
-        probs = model(views).softmax(-1).mean(0)
+        probs = model(transform.normalize(views)).softmax(-1).mean(0)
     top = probs.topk(min(top_k, probs.numel()))
     return [(names[i] if i < len(names) else str(i), float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]

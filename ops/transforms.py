@@ -1,7 +1,9 @@
 """Clip transforms: one call per clip on a uint8 tensor, crop first, then resize.
 
 Input frames are uint8 (T, H, W, 3) as sources return them; output views are
-float (C, T, H, W), normalised as the model's input spec says. Crop boxes are
+uint8 (C, T, H, W): data-loading workers ship 4x fewer bytes than float clips, and
+:meth:`ClipTransform.normalize` turns a batch into the model's normalised float input
+on the device it runs on (see ``ops.data.model_input``). Crop boxes are
 ``(top, left, height, width)`` in pixels of the frame they are computed on.
 
 * train: TSN multi-scale crop (scales 1, .875, .75, .66 of the short side, pairs
@@ -89,7 +91,8 @@ def crop(clip: torch.Tensor, box: Box) -> torch.Tensor:
 
 @dataclass
 class ClipTransform:
-    """Turns uint8 frames (T, H, W, 3) into normalised views (V, C, T, H, W).
+    """Turns uint8 frames (T, H, W, 3) into uint8 views (V, C, T, H, W); :meth:`normalize`
+    makes them the model's float input.
 
     mode: ``train`` | ``val`` | ``test``; ``test_crops`` 1, 3 or 10 (test only).
     flip: ``plain`` | ``swap`` | ``none`` (train only); ``flip_map`` swaps labels.
@@ -150,9 +153,9 @@ class ClipTransform:
             views = [crop(resized, box) for box in boxes]
             if self.mode == "test" and self.test_crops == 10:
                 views = [v for crop_view in views for v in (crop_view, crop_view.flip(-1))]
-        return self.normalize(torch.stack(views)), tuple(labels)
+        return torch.stack(views).permute(0, 2, 1, 3, 4).contiguous(), tuple(labels)
 
     def normalize(self, views: torch.Tensor) -> torch.Tensor:
-        """uint8 (V, T, 3, H, W) -> float (V, 3, T, H, W) normalised."""
-        x = views.permute(0, 2, 1, 3, 4).contiguous().float()  # uint8 transpose: the cheap copy
-        return x.mul_(self._a).add_(self._b)
+        """uint8 (..., 3, T, H, W) on any device -> float32 normalised as the input spec says."""
+        a, b = self._a.to(views.device), self._b.to(views.device)
+        return views.float().mul_(a).add_(b)

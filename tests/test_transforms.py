@@ -48,9 +48,10 @@ def test_val_is_resize_then_centre_crop_exact():
     f = frames(2, 256, 340)
     tf = ClipTransform("val", 224, 256, (0, 0, 0), (1, 1, 1), value_range=255.0)
     views, labels = tf(f, (3,))
-    assert views.shape == (1, 3, 2, 224, 224) and labels == (3,)
-    expected = f[:, 16:240, 58:282].permute(3, 0, 1, 2).float()
-    assert torch.equal(views[0], expected)
+    assert views.shape == (1, 3, 2, 224, 224) and views.dtype == torch.uint8 and labels == (3,)
+    expected = f[:, 16:240, 58:282].permute(3, 0, 1, 2)
+    assert torch.equal(views[0], expected) and views.is_contiguous()
+    assert torch.equal(tf.normalize(views)[0], expected.float())  # mean 0, std 1 on 0-255
 
 
 def test_test_crops_counts_and_full_res():
@@ -72,7 +73,11 @@ def test_flip_swaps_labels_through_map():
     assert all(torch.equal(never(f, (86,), np.random.default_rng(0))[0], base) for _ in range(3))
 
 
-def test_normalisation_values():
+def test_normalisation_values_on_a_batch():
     f = torch.full((1, 8, 8, 3), 255, dtype=torch.uint8)
-    views, _ = ClipTransform("val", 8, 8, MEAN, STD)(f, (0,))
-    assert torch.allclose(views, torch.full_like(views, (1.0 - 0.5) / 0.25))
+    tf = ClipTransform("val", 8, 8, MEAN, STD)
+    views, _ = tf(f, (0,))
+    batch = torch.stack([views, views])  # (N, V, C, T, H, W) as a loader gives it
+    out = tf.normalize(batch)
+    assert out.dtype == torch.float32 and out.shape == batch.shape
+    assert torch.allclose(out, torch.full_like(out, (1.0 - 0.5) / 0.25))
