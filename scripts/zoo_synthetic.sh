@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Train ResNet-50 TSN, TDN, MSN and MVFNet from scratch on the synthetic motion directions with
-# `videorec train`, one model per core, and print each one's best val top-1 (the README's table).
+# `videorec train`, one run per core, and print each run's best val top-1 (the README's table).
 #
-#   scripts/zoo_synthetic.sh [OUT] [ARCH ...]      # default OUT=zoo_synthetic, every model above
+#   scripts/zoo_synthetic.sh [OUT] [RUN ...]       # default OUT=zoo_synthetic, every run below
 #
-# Data: 400 videos (4 directions, 16 frames, 40 px), 80/20 split; clips of 4 segments at 32 px
-# (TDN/MSN: 5 frames per segment; MVFNet: dense 4 frames). About 40 minutes on 2 cores.
+# Data: 400 videos (4 directions, 16 frames, 40 px), 80/20 split; clips of 4 segments (TDN/MSN:
+# 5 frames per segment; MVFNet: dense 4 frames). Runs: ARCH (32 px crops, 20 epochs) or ARCH@64
+# (64 px crops of frames upsampled to 72, 30 epochs). About 2 hours on 2 cores.
 set -euo pipefail
 out=${1:-zoo_synthetic}
 shift || true
-archs=("$@")
-[ ${#archs[@]} -gt 0 ] || archs=(msn_r50 tdn_r50 mvfnet_r50 tsn_r50)
+runs=("$@")
+[ ${#runs[@]} -gt 0 ] || runs=(msn_r50 tdn_r50 mvfnet_r50 tsn_r50 mvfnet_r50@64 tsn_r50@64)
 data=$out/data
 
 if [ ! -f "$data/train.txt" ]; then
@@ -22,16 +23,18 @@ if [ ! -f "$data/train.txt" ]; then
     printf '{"name": "synthetic", "num_classes": 4, "root": ".", "flip": "none"}\n' > "$data/synthetic.json"
 fi
 
-train() {
-    OMP_NUM_THREADS=1 videorec train "$data/synthetic.json" --arch "$1" --num-segments 4 --epochs 20 -b 8 \
-        --optimizer adamw --lr 5e-4 --lr-steps 16 --warmup-epochs 0.5 --wd 1e-4 --npb --dropout 0 \
-        --scale-size 40 --crop-size 32 -j 1 --eval-freq 5 -o "$out/$1" > "$out/$1.log" 2>&1
+train() {  # RUN: ARCH or ARCH@64
+    local arch=${1%@*} sizes=(--scale-size 40 --crop-size 32) epochs=(--epochs 20 --lr-steps 16)
+    if [ "$1" != "$arch" ]; then sizes=(--scale-size 72 --crop-size 64); epochs=(--epochs 30 --lr-steps 24); fi
+    OMP_NUM_THREADS=1 videorec train "$data/synthetic.json" --arch "$arch" --num-segments 4 "${epochs[@]}" -b 8 \
+        --optimizer adamw --lr 5e-4 --warmup-epochs 0.5 --wd 1e-4 --npb --dropout 0 "${sizes[@]}" \
+        -j 1 --eval-freq 5 -o "$out/$1" > "$out/$1.log" 2>&1
 }
 
-# the first model on one core, the others one after another on the second
-train "${archs[0]}" &
-for arch in "${archs[@]:1}"; do train "$arch"; done
+# the first run on one core, the others one after another on the second
+train "${runs[0]}" &
+for run in "${runs[@]:1}"; do train "$run"; done
 wait
-for arch in "${archs[@]}"; do
-    printf '%-12s %s\n' "$arch" "$(grep -o 'best top1 [0-9.]*' "$out/$arch.log" | tail -n 1)"
+for run in "${runs[@]}"; do
+    printf '%-14s %s\n' "$run" "$(grep -o 'best top1 [0-9.]*' "$out/$run.log" | tail -n 1)"
 done
