@@ -153,7 +153,7 @@ class ClipTransform:
             views = [crop(resized, box) for box in boxes]
             if self.mode == "test" and self.test_crops == 10:
                 views = [v for crop_view in views for v in (crop_view, crop_view.flip(-1))]
-        return torch.stack(views).permute(0, 2, 1, 3, 4).contiguous(), tuple(labels)
+        return torch.stack([v.permute(1, 0, 2, 3) for v in views]).contiguous(), tuple(labels)  # (V, C, T, H, W)
 
     def normalize(self, views: torch.Tensor) -> torch.Tensor:
         """uint8 (..., 3, T, H, W) on any device -> float32 normalised as the input spec says."""
