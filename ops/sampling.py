@@ -73,7 +73,8 @@ def dense_indices(num_frames: int, num_frames_out: int, stride: int, *, train: b
     """Dense (I3D) sampling: ``num_frames_out`` frames at ``stride``; short videos shrink the stride."""
     if not train and not 0 <= clip_index < num_clips:
         raise ValueError(f"clip_index must be in [0, {num_clips}), got {clip_index}")
-    rng = rng if rng is not None or not train else np.random.default_rng()
+    if train and rng is None:
+        rng = np.random.default_rng()
     window = num_frames_out * stride
     if num_frames < window:  # in time order at stride N / T, never wrapping round
         fraction = rng.random() if train else (clip_index + 0.5) / num_clips

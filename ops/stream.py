@@ -28,6 +28,7 @@ from archs.registry import InputSpec, create_model
 from ops.errors import UserError
 from ops.media import ffmpeg_exe
 from ops.tester import model_from_checkpoint
+from ops.transforms import Normalize
 
 DEFAULT_ARCH = "movinet_a0_stream"
 
@@ -86,12 +87,10 @@ def read_frames(source: str, size: int, *, fps: Optional[float] = None,
             raise UserError(f"{source}: ffmpeg could not read it ({lines[-1] if lines else f'exit code {code}'})")
 
 
-def frame_tensor(frame: np.ndarray, spec: InputSpec) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (1, 3, 1, H, W) float, scaled and normalised as ``spec`` says."""
-    x = torch.from_numpy(frame.copy()).permute(2, 0, 1).float() * (spec.value_range / 255.0)
-    mean = torch.tensor(spec.mean).view(3, 1, 1)
-    std = torch.tensor(spec.std).view(3, 1, 1)
-    return ((x - mean) / std)[None, :, None]
+def frame_tensor(frame: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB (read-only, from the pipe) -> a (1, 3, 1, H, W) uint8 tensor of its own;
+    :class:`~ops.transforms.Normalize` makes it the model's input."""
+    return torch.from_numpy(frame.copy()).permute(2, 0, 1)[None, :, None]
 
 
 def default_fps(spec: InputSpec) -> float:
@@ -167,10 +166,11 @@ def stream_predictions(model: nn.Module, frames: Iterable[np.ndarray], *, fps: f
     every ``every`` seconds of video (``fps`` frames per second) and after the last frame.
     ``compiled``: run the step traced (:func:`compile_stream_step`) rather than eagerly."""
     spec: InputSpec = model.input_spec
+    normalize = Normalize(spec.mean, spec.std, spec.value_range)
     period = fps * every  # frames between two reports
     state, step, logits, count, reported = None, model, None, 0, 0
     for count, frame in enumerate(frames, start=1):
-        x = frame_tensor(frame, spec).to(device)
+        x = normalize(frame_tensor(frame).to(device))
         if state is None:
             state = model.init_state(1, tuple(x.shape[-2:]), device=device)
             step = compile_stream_step(model, x, state) if compiled else model

@@ -89,6 +89,19 @@ def crop(clip: torch.Tensor, box: Box) -> torch.Tensor:
     return clip[..., top:top + h, left:left + w]
 
 
+class Normalize:
+    """uint8 pixels (..., 3, T, H, W) on any device -> float32 ``(x * value_range / 255 - mean) / std``,
+    computed as one multiply-add per pixel."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], value_range: float = 1.0) -> None:
+        std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
+        self.scale = (value_range / 255.0) / std_t
+        self.shift = -torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1) / std_t
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float().mul_(self.scale.to(x.device)).add_(self.shift.to(x.device))
+
+
 @dataclass
 class ClipTransform:
     """Turns uint8 frames (T, H, W, 3) into uint8 views (V, C, T, H, W); :meth:`normalize`
@@ -114,11 +127,7 @@ class ClipTransform:
             raise ValueError(f"mode must be train, val or test, not {self.mode!r}")
         if self.test_crops not in (1, 3, 10):
             raise ValueError(f"test crops must be 1, 3 or 10, not {self.test_crops}")
-        scale = self.value_range / 255.0
-        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1, 1)
-        # (x * scale - mean) / std  ==  x * a + b, one fused multiply-add per pixel
-        self._a = scale / std
-        self._b = -torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1, 1) / std
+        self._normalize = Normalize(self.mean, self.std, self.value_range)
 
     @property
     def num_views(self) -> int:
@@ -157,5 +166,4 @@ class ClipTransform:
 
     def normalize(self, views: torch.Tensor) -> torch.Tensor:
         """uint8 (..., 3, T, H, W) on any device -> float32 normalised as the input spec says."""
-        a, b = self._a.to(views.device), self._b.to(views.device)
-        return views.float().mul_(a).add_(b)
+        return self._normalize(views)

@@ -274,12 +274,15 @@ def make_video(path: Path, seconds: int, fps: int) -> Path:
 def test_stream_ops_read_frames_and_report_every_second(tmp_path):
     from ops.errors import UserError
     from ops.stream import frame_tensor, read_frames, stream_predictions
+    from ops.transforms import Normalize
 
     video = make_video(tmp_path / "v.mp4", seconds=2, fps=10)
     frames = list(read_frames(str(video), 32, fps=5))
     assert len(frames) == 10 and frames[0].shape == (32, 32, 3) and frames[0].dtype.name == "uint8"
     model = tiny_stream()
-    clip = torch.cat([frame_tensor(f, model.input_spec) for f in frames[:7]], dim=2)
+    spec = model.input_spec
+    normalize = Normalize(spec.mean, spec.std, spec.value_range)
+    clip = torch.cat([normalize(frame_tensor(f)) for f in frames[:7]], dim=2)
     with torch.no_grad():
         best = model(clip)[0].softmax(-1).topk(3)
     for compiled in (True, False):
