@@ -2,8 +2,8 @@
 
 Each item is a dict::
 
-    {"clip": float (V, C, T, H, W),   # V views (1 for train/val, crops x clips for test)
-     "target": int64 () | float (K,), # multi-hot for multi-label datasets
+    {"clip": uint8 (V, C, T, H, W),   # channels_last_3d; V views (1 for train/val, crops x clips for test)
+     "target": int64 () | float32 (K,) numpy, # multi-hot for multi-label datasets
      "index": int,                    # row in the list file
      "bad": str}                      # "path<TAB>reason" lines of samples that failed
 
@@ -87,19 +87,22 @@ class VideoDataset(torch.utils.data.Dataset):
         outs = [self.transform(clip, record.labels, rng) for clip in clips]
         return torch.cat([views for views, _ in outs]), outs[0][1]
 
-    def target(self, labels: Sequence[int]) -> torch.Tensor:
+    def target(self, labels: Sequence[int]) -> np.ndarray:
+        """The class index (int64 ``()``) or the multi-hot vector (float32 ``(K,)``), as numpy:
+        see ``ops.data.collate_items`` for why small fields are not tensors."""
         if self.multi_label:
-            hot = torch.zeros(self.num_classes)
+            hot = np.zeros(self.num_classes, np.float32)
             hot[list(labels)] = 1.0
             return hot
-        return torch.tensor(labels[0], dtype=torch.int64)
+        return np.asarray(labels[0], np.int64)
 
     def placeholder(self) -> torch.Tensor:
         """Zeros shaped like a real item's views, for a flagged bad val/test sample."""
         t = self.sampling.num_segments * self.sampling.new_length
         tf = self.transform
         size = tf.scale_size if (tf.mode == "test" and tf.full_res and tf.test_crops == 3) else tf.crop_size
-        return torch.zeros(tf.num_views * self.sampling.clips_per_sample, 3, t, size, size, dtype=torch.uint8)
+        zeros = torch.zeros(tf.num_views * self.sampling.clips_per_sample, 3, t, size, size, dtype=torch.uint8)
+        return zeros.contiguous(memory_format=torch.channels_last_3d)
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng((self.seed, self.epoch, index))

@@ -63,9 +63,9 @@ def predict(model: nn.Module, dataset: VideoDataset, info: DistInfo, *, batch_si
         logits.append(out.cpu())
         targets.append(batch["target"])
         bad.extend(r for r in batch["bad"] if r)
-    part = (torch.cat(rows).numpy() if rows else np.zeros(0, np.int64),
+    part = (np.concatenate(rows) if rows else np.zeros(0, np.int64),
             torch.cat(logits).numpy() if logits else None,
-            torch.cat(targets).numpy() if targets else None,
+            np.concatenate(targets) if targets else None,
             torch.cat(exit_rows).numpy() if exit_rows else None, bad)
     return _merge(gather_objects(part, info))
 

@@ -23,7 +23,7 @@ from archs.registry import create_model, get_entry
 from dataset_configs import read_class_names
 from ops.ckpt import load_training_state, resume_path, rng_state, save_checkpoint, set_rng_state
 from ops.config import TrainSettings, write_json
-from ops.data import TrainSampler, build_dataset, dataset_config, make_loader, model_input, resolve_spec
+from ops.data import TrainSampler, batch_targets, build_dataset, dataset_config, make_loader, model_input, resolve_spec
 from ops.distributed import DistInfo, any_rank, init_distributed
 from ops.errors import UserError
 from ops.inference import autocast, predict, unwrap
@@ -225,7 +225,7 @@ def _train(settings: TrainSettings, info: DistInfo, out_dir: Path, log: RunLog) 
                     break
                 lr = schedule.apply(optimizer, iteration)
                 x = model_input(batch, train_set, info.device).flatten(0, 1)
-                y = batch["target"].to(info.device, non_blocking=True)
+                y = batch_targets(batch, info.device)
                 with autocast(info.device, settings.amp):
                     outputs = net(x)
                     loss = compute_loss(outputs.float(), y)

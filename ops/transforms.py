@@ -1,9 +1,11 @@
 """Clip transforms: one call per clip on a uint8 tensor, crop first, then resize.
 
 Input frames are uint8 (T, H, W, 3) as sources return them; output views are
-uint8 (C, T, H, W): data-loading workers ship 4x fewer bytes than float clips, and
-:meth:`ClipTransform.normalize` turns a batch into the model's normalised float input
-on the device it runs on (see ``ops.data.model_input``). Crop boxes are
+uint8 (V, C, T, H, W) stored ``torch.channels_last_3d`` (memory order V, T, H, W, C,
+the order decoders and the uint8 resize work in): data-loading workers ship 4x fewer bytes than
+float clips and never transpose channels; :meth:`ClipTransform.normalize` turns a batch
+into the model's normalised, contiguous float input on the device it runs on (see
+``ops.data.model_input``), transposing as it converts. Crop boxes are
 ``(top, left, height, width)`` in pixels of the frame they are computed on.
 
 * train: TSN multi-scale crop (scales 1, .875, .75, .66 of the short side, pairs
@@ -90,8 +92,8 @@ def crop(clip: torch.Tensor, box: Box) -> torch.Tensor:
 
 
 class Normalize:
-    """uint8 pixels (..., 3, T, H, W) on any device -> float32 ``(x * value_range / 255 - mean) / std``,
-    computed as one multiply-add per pixel."""
+    """uint8 pixels (..., 3, T, H, W) of any memory layout, on any device -> contiguous float32
+    ``(x * value_range / 255 - mean) / std``, computed as one multiply-add per pixel."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], value_range: float = 1.0) -> None:
         std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
@@ -99,7 +101,8 @@ class Normalize:
         self.shift = -torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1) / std_t
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float().mul_(self.scale.to(x.device)).add_(self.shift.to(x.device))
+        out = torch.empty(x.shape, dtype=torch.float32, device=x.device).copy_(x)
+        return out.mul_(self.scale.to(x.device)).add_(self.shift.to(x.device))
 
 
 @dataclass
@@ -146,7 +149,7 @@ class ClipTransform:
 
     def __call__(self, frames: torch.Tensor, labels: Sequence[int],
                  rng: Optional[np.random.Generator] = None) -> Tuple[torch.Tensor, Tuple[int, ...]]:
-        """frames: uint8 (T, H, W, 3) -> (views (V, C, T, H', W'), labels after any flip)."""
+        """frames: uint8 (T, H, W, 3) -> (views (V, C, T, H', W') channels-last, labels after any flip)."""
         # (T, 3, H, W) as a view of the (T, H, W, 3) memory, which the uint8 resize reads fastest
         clip = frames.permute(0, 3, 1, 2)
         size, boxes = self.boxes(clip.shape[-2], clip.shape[-1], rng)
@@ -162,8 +165,9 @@ class ClipTransform:
             views = [crop(resized, box) for box in boxes]
             if self.mode == "test" and self.test_crops == 10:
                 views = [v for crop_view in views for v in (crop_view, crop_view.flip(-1))]
-        return torch.stack([v.permute(1, 0, 2, 3) for v in views]).contiguous(), tuple(labels)  # (V, C, T, H, W)
+        # each view (T, 3, H, W) lies as (T, H, W, 3): stacked as it lies, then viewed as (V, C, T, H, W)
+        return torch.stack([v.permute(0, 2, 3, 1) for v in views]).permute(0, 4, 1, 2, 3), tuple(labels)
 
     def normalize(self, views: torch.Tensor) -> torch.Tensor:
-        """uint8 (..., 3, T, H, W) on any device -> float32 normalised as the input spec says."""
+        """uint8 (..., 3, T, H, W) on any device -> contiguous float32 normalised as the input spec says."""
         return self._normalize(views)

@@ -1,21 +1,25 @@
 """Data-loading benchmark: training clips (8 x 224 x 224) per second, ours vs the seeds' way.
 
-Measured in one run, on the same videos, with the same DataLoader settings:
+Measured in one run, on the same videos, with the same DataLoader settings (2 workers,
+batch size 1), each case in interleaved rounds and reported as the median:
   * ours: ops.dataset.VideoDataset (uint8 tensor transforms, one call per clip,
-    batched JPEG decoding / decord get_batch), from mp4 and from JPEG frame folders;
-    workers ship uint8 clips and the consumer normalises them (counted here: on the
-    CPU, in the main process, as training on CPU does; on a GPU it runs on the device);
+    batched JPEG decoding / decord get_batch) with ops.data.collate_items, from mp4 and
+    from JPEG frame folders. Workers ship uint8 clips; the consumer normalises them on the
+    model's device (ops.data.model_input). Reported twice: the clips the loader delivers
+    (training on a GPU, where the normalisation is a kernel on the device), and with the
+    normalisation done on this CPU in the main process (training on the CPU);
   * baseline: what the seed repositories do (a PIL image per frame, per-frame
-    multi-scale crop, resize, flip, ToTensor and normalise);
+    multi-scale crop, resize, flip, ToTensor and normalise in the workers: float clips out);
   * ceiling: decord reading the same frames with no transforms at all.
 Prints clips/s and the ratios, then peak RSS every 100 clips over --rss-clips clips
 read from mp4 (it must not keep growing).
 
-    python scripts/bench_loader.py [--clips 200] [--workers 2] [--rss-clips 1000]
+    python scripts/bench_loader.py [--clips 200] [--workers 2] [--rounds 3] [--rss-clips 1000]
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 
 from archs.registry import IMAGENET_MEAN, IMAGENET_STD
+from ops.data import collate_items, model_input
 from ops.dataset import SamplingSettings, VideoDataset
 from ops.media import extract_tree
 from ops.records import VideoRecord
@@ -99,14 +104,17 @@ def ours(root: Path, names, video: bool, num_frames: int) -> VideoDataset:
                         transform=transform, num_classes=1)
 
 
-def rate(dataset, clips: int, workers: int) -> float:
-    """Clips per second through a DataLoader, each batch made the model's float input."""
+def rate(dataset, clips: int, workers: int, normalize: bool = False) -> float:
+    """Clips per second through a DataLoader with batch size 1 (start-up excluded); ours with the
+    collate function videorec's loaders use, and with ``normalize`` each batch also made the
+    model's float input on this CPU."""
+    is_ours = isinstance(dataset, VideoDataset)
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=workers,
-                                         sampler=[i % len(dataset) for i in range(clips)])
-    consume = (lambda batch: dataset.transform.normalize(batch["clip"])) if isinstance(dataset, VideoDataset) \
-        else (lambda batch: batch)  # the seeds' loaders already give float clips
+                                         sampler=[i % len(dataset) for i in range(clips)],
+                                         collate_fn=collate_items if is_ours else None)
+    consume = (lambda batch: model_input(batch, dataset, torch.device("cpu"))) if normalize else (lambda batch: batch)
     it = iter(loader)
-    consume(next(it))  # start-up excluded
+    consume(next(it))
     tic = time.perf_counter()
     n = 1
     for batch in it:
@@ -127,6 +135,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--videos", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rss-clips", type=int, default=1000)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -136,19 +145,30 @@ def main() -> None:
         make_videos(root, args.videos, frames, height, width)
         extract_tree(root / "videos", root / "frames", short_side=0, workers=args.workers)
         names = [f"v{i}" for i in range(args.videos)]
-        results = {
-            "decode-only ceiling (mp4)": rate(DecodeOnly(root, names, frames), args.clips, args.workers),
-            "seed-style (mp4)": rate(SeedStyleDataset(root, names, True, frames), args.clips, args.workers),
-            "videorec (mp4)": rate(ours(root, names, True, frames), args.clips, args.workers),
-            "seed-style (jpeg)": rate(SeedStyleDataset(root, names, False, frames), args.clips, args.workers),
-            "videorec (jpeg)": rate(ours(root, names, False, frames), args.clips, args.workers),
+        cases = {
+            "decode-only ceiling (mp4)": lambda: rate(DecodeOnly(root, names, frames), args.clips, args.workers),
+            "seed-style (mp4)": lambda: rate(SeedStyleDataset(root, names, True, frames), args.clips, args.workers),
+            "videorec (mp4)": lambda: rate(ours(root, names, True, frames), args.clips, args.workers),
+            "videorec (mp4) + CPU normalise": lambda: rate(ours(root, names, True, frames), args.clips, args.workers, True),
+            "seed-style (jpeg)": lambda: rate(SeedStyleDataset(root, names, False, frames), args.clips, args.workers),
+            "videorec (jpeg)": lambda: rate(ours(root, names, False, frames), args.clips, args.workers),
+            "videorec (jpeg) + CPU normalise": lambda: rate(ours(root, names, False, frames), args.clips, args.workers, True),
         }
-        print(f"8x224x224 training clips/s, {args.workers} workers, {args.clips} clips, {width}x{height} sources")
-        for name, value in results.items():
-            print(f"  {name:<28} {value:8.1f}")
-        print(f"  ratio videorec/seed (mp4)    {results['videorec (mp4)'] / results['seed-style (mp4)']:8.2f}x")
-        print(f"  ratio videorec/seed (jpeg)   {results['videorec (jpeg)'] / results['seed-style (jpeg)']:8.2f}x")
-        print(f"  videorec mp4 / ceiling       {results['videorec (mp4)'] / results['decode-only ceiling (mp4)']:8.2f}")
+        runs = {name: [] for name in cases}
+        for _ in range(args.rounds):  # interleaved, so that a noisy spell hits every case alike
+            for name, case in cases.items():
+                runs[name].append(case())
+        r = {name: statistics.median(values) for name, values in runs.items()}
+        print(f"8x224x224 training clips/s, {args.workers} workers, batch 1, {args.clips} clips, {width}x{height} sources,"
+              f" median of {args.rounds} interleaved rounds")
+        for name, values in runs.items():
+            print(f"  {name:<32} {r[name]:8.1f}   ({' '.join(f'{v:.1f}' for v in values)})")
+        for kind in ("mp4", "jpeg"):
+            seed = r[f"seed-style ({kind})"]
+            print(f"  ratio videorec/seed ({kind}): {r[f'videorec ({kind})'] / seed:.2f}x uint8 clips out of the loader,"
+                  f" {r[f'videorec ({kind}) + CPU normalise'] / seed:.2f}x with the normalisation on this CPU")
+        print(f"  videorec mp4 / ceiling: {r['videorec (mp4)'] / r['decode-only ceiling (mp4)']:.2f}"
+              f" ({r['videorec (mp4) + CPU normalise'] / r['decode-only ceiling (mp4)']:.2f} with the CPU normalisation)")
         dataset = ours(root, names, True, frames)
         marks = []
         for i in range(args.rss_clips):
