@@ -101,8 +101,10 @@ class Normalize:
         self.shift = -torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1) / std_t
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale.device != x.device:  # moved once, not on every batch or stream frame
+            self.scale, self.shift = self.scale.to(x.device), self.shift.to(x.device)
         out = torch.empty(x.shape, dtype=torch.float32, device=x.device).copy_(x)
-        return out.mul_(self.scale.to(x.device)).add_(self.shift.to(x.device))
+        return out.mul_(self.scale).add_(self.shift)
 
 
 @dataclass

@@ -19,6 +19,13 @@ def write_frame_folder(folder: Path, frames: np.ndarray, template: str = "img_{:
         write_jpeg(torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1), str(folder / template.format(i + 1)), quality=90)
 
 
+def write_grey_frames(folder: Path, count: int, template: str = "img_{:05d}.jpg", size=(20, 12)) -> Path:
+    """``count`` flat grey frames of ``size`` (W, H): frame i (0-based) has level 20 * i."""
+    levels = 20 * np.arange(count, dtype=np.uint8)
+    write_frame_folder(folder, np.broadcast_to(levels[:, None, None, None], (count, size[1], size[0], 3)), template)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A custom dataset config (.json): 4 motion classes, 4 train + 2 val videos each, 8 frames of 32x32."""

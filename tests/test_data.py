@@ -6,12 +6,12 @@ from ops.data import batch_targets, collate_items, make_loader, model_input
 from ops.dataset import SamplingSettings, VideoDataset
 from ops.records import VideoRecord
 from ops.transforms import ClipTransform
-from tests.test_sources import write_frames
+from tests.conftest import write_grey_frames
 
 
 def dataset(tmp_path, multi_label: bool) -> VideoDataset:
     for i in range(3):
-        write_frames(tmp_path / f"v{i}", 4, size=(40, 32))
+        write_grey_frames(tmp_path / f"v{i}", 4, size=(40, 32))
     records = [VideoRecord(f"v{i}", 4, (i, 3) if multi_label else (i,)) for i in range(3)]
     records.append(VideoRecord("missing", 4, (1,)))
     transform = ClipTransform("val", 16, 16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))

@@ -1,21 +1,12 @@
 """Frame-folder source: indices (repeats included) map to the right decoded frames."""
-import numpy as np
 import pytest
-from PIL import Image
 
 from ops.sources import FrameFolderSource, SourceError
-
-
-def write_frames(folder, count, template="img_{:05d}.jpg", size=(20, 12)):
-    folder.mkdir(parents=True)
-    for i in range(count):  # frame i (0-based) is a flat grey of level 20 * i
-        Image.fromarray(np.full((size[1], size[0], 3), 20 * i, np.uint8)).save(folder / template.format(i + 1),
-                                                                              quality=95)
-    return folder
+from tests.conftest import write_grey_frames
 
 
 def test_reads_requested_frames_in_order_with_repeats(tmp_path):
-    source = FrameFolderSource(write_frames(tmp_path / "v", 6), "img_{:05d}.jpg")
+    source = FrameFolderSource(write_grey_frames(tmp_path / "v", 6), "img_{:05d}.jpg")
     assert source.num_frames == 6
     clip = source.read([0, 0, 2, 5, 5, 1])
     assert clip.shape == (6, 12, 20, 3) and clip.dtype.is_floating_point is False
@@ -24,7 +15,7 @@ def test_reads_requested_frames_in_order_with_repeats(tmp_path):
 
 
 def test_other_template_is_found_and_missing_frames_named(tmp_path):
-    folder = write_frames(tmp_path / "v", 3, template="{:05d}.jpg")
+    folder = write_grey_frames(tmp_path / "v", 3, template="{:05d}.jpg")
     source = FrameFolderSource(folder, "img_{:05d}.jpg")
     assert source.template == "{:05d}.jpg" and source.num_frames == 3
     with pytest.raises(SourceError, match="00005.jpg"):
