@@ -2,8 +2,9 @@
 
 Importing this package registers every family.
 """
-from archs.registry import (InputSpec, count_params, create_model, get_entry, list_models, measure_gmacs,
-                            register_model, view_shape)
+from archs.registry import (InputSpec, ModelOptionError, UnknownModelError, check_options, count_params,
+                            create_model, get_entry, list_aliases, list_models, measure_gmacs, model_options,
+                            register_model, resolve_name, training_loss, view_shape)
 
 # Families register their models at import; keep one line per family file.
 from archs import tsn  # noqa: E402,F401

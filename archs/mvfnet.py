@@ -152,20 +152,13 @@ class MVFNet(PartialBNMixin, SegmentHeadMixin, nn.Module):
         return out
 
 
-@register_model("mvfnet_r50", family="mvfnet")
-def mvfnet_r50(num_classes: int = 400, **options) -> MVFNet:
-    """MVFNet ResNet-50 (K400 top-1 74.2 / 76.0 / 77.0 % for 4x16 / 8x8 / 16x4, 30 views at 256).
-
-    Options: ``num_segments`` (frames: 4, 8, 16 released), ``dropout``, ``partial_bn``,
-    ``imagenet_pretrained``, ``alpha`` (fraction of channels fused, 1/8).
-    """
-    return MVFNet(num_classes, depth=50, **options)
-
-
-@register_model("mvfnet_r101", family="mvfnet")
-def mvfnet_r101(num_classes: int = 400, **options) -> MVFNet:
-    """MVFNet ResNet-101 (K400 top-1 76.0 / 77.4 / 78.4 % for 4x16 / 8x8 / 16x4, 30 views at 256).
-
-    Options as :func:`mvfnet_r50`.
-    """
-    return MVFNet(num_classes, depth=101, **options)
+@register_model("mvfnet_r50", family="mvfnet", aliases=("mvfnet",), depth=50,
+                description="MVFNet ResNet-50 (K400 top-1 74.2 / 76.0 / 77.0 % for 4x16 / 8x8 / 16x4, 30 views at 256)")
+@register_model("mvfnet_r101", family="mvfnet", depth=101,
+                description="MVFNet ResNet-101 (K400 top-1 76.0 / 77.4 / 78.4 % for 4x16 / 8x8 / 16x4, 30 views at 256)")
+def mvfnet(num_classes: int = 400, *, depth: int = 50, num_segments: int = 8, alpha: float = 0.125,
+           dropout: float = 0.5, partial_bn: bool = False, imagenet_pretrained: bool = False) -> MVFNet:
+    """MVFNet on a ResNet of ``depth`` 50 or 101; ``num_segments`` frames (4, 8, 16 released),
+    ``alpha`` the fraction of channels fused (1/8)."""
+    return MVFNet(num_classes, depth=depth, num_segments=num_segments, alpha=alpha, dropout=dropout,
+                  partial_bn=partial_bn, imagenet_pretrained=imagenet_pretrained)

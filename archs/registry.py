@@ -4,26 +4,36 @@ A family file registers its builder functions with :func:`register_model`; users
 call :func:`create_model` by name. Every built model carries an :class:`InputSpec`
 (``model.input_spec``) from which the data pipeline configures itself.
 
-Model interface (every registered model):
+Model interface (every registered model; shapes with N clips, C channels, T frames,
+K classes, D feature channels, E exits):
 
-* ``forward(x)`` with ``x`` a float clip of shape (N, C, T, H, W), already
-  normalised as ``model.input_spec`` says, returns logits (N, K) in eval mode.
-  In train mode a model with several exits may return (N, E, K); the engine then
-  averages the loss over the E exits.
+* ``forward(x) -> (N, K)`` logits, in train and eval mode alike, with ``x`` a float
+  clip (N, C, T, H, W) normalised as ``model.input_spec`` says.
+* ``forward_features(x) -> (N, D)`` pooled features and ``forward_head(f) -> (N, K)``;
+  ``forward(x) == forward_head(forward_features(x))``.
 * ``get_classifier() -> nn.Module`` and ``reset_classifier(num_classes)``.
-* Optional ``forward_exits(x) -> (N, E, K)``: logits after each exit (frame),
-  for ``videorec early-exit``; the last exit equals ``forward(x)`` in eval mode.
+* Optional ``forward_exits(x) -> (N, E, K)``: logits after each exit (frame or
+  segment), called only when exits are asked for; the last exit equals ``forward(x)``
+  in eval mode. An output's shape never carries meaning.
+* Optional ``training_loss(x, target, criterion) -> (loss, logits (N, K))``: a
+  structured training objective (auxiliary heads, random-patch passes, per-segment
+  supervision); without it the engine uses ``criterion(forward(x), target)``
+  (:func:`training_loss`).
 * Optional ``convert_state_dict(state_dict) -> state_dict``: maps the keys of a
   released checkpoint of the reference repository onto ours. It must pass our
   own keys through unchanged.
 * Optional ``lr_multipliers() -> dict[str, float]``: parameter-name prefix to
   learning-rate multiplier (e.g. AdaFocusV2's policy network at 0.01).
+
+Builders declare every option by keyword (no ``**kwargs``); ``num_segments`` means
+segments for 2D-backbone models and frames for 3D and stream models.
 """
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from dataclasses import dataclass, field, replace
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -67,14 +77,23 @@ class InputSpec:
 
 @dataclass
 class ModelEntry:
+    """A registered builder: ``fixed`` options are set by the name (``tsm_r50`` fixes the
+    backbone and the shift) and cannot be changed; ``options`` are the ones a user may set,
+    with their defaults."""
+
     name: str
     builder: Callable[..., nn.Module]
     family: str
     description: str = ""
-    defaults: Dict[str, object] = field(default_factory=dict)
+    fixed: Dict[str, object] = field(default_factory=dict)
+    options: Dict[str, object] = field(default_factory=dict)
 
 
 _REGISTRY: Dict[str, ModelEntry] = {}
+_ALIASES: Dict[str, str] = {}
+
+# Set by the data (class count) and by ``pretrained``, never as a model option.
+NOT_MODEL_OPTIONS = ("num_classes", "pretrained", "imagenet_pretrained")
 
 
 class UnknownModelError(KeyError):
@@ -83,22 +102,53 @@ class UnknownModelError(KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
 
+
+class ModelOptionError(ValueError):
+    """An option the model does not take; the message names the ones it does take."""
+
+
 # Extra FLOP formulas for ops FlopCounterMode does not know (e.g. deformable
 # convolution); a family file adds ``{op: formula}`` here at import.
 CUSTOM_FLOP_FORMULAS: Dict[object, Callable] = {}
 
 
-def register_model(name: str, *, family: str, description: str = "", **defaults) -> Callable:
+def builder_parameters(builder: Callable[..., nn.Module]) -> Dict[str, object]:
+    """Keyword options of a builder (function or class) and their defaults.
+
+    Builders declare every option by name: a builder with ``**kwargs`` is refused,
+    because its options could not be checked."""
+    target = builder.__init__ if inspect.isclass(builder) else builder
+    params = dict(inspect.signature(target).parameters)
+    params.pop("self", None)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        raise TypeError(f"builder {builder.__name__} takes **kwargs; declare each option by name")
+    return {k: (None if p.default is inspect.Parameter.empty else p.default) for k, p in params.items()
+            if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)}
+
+
+def register_model(name: str, *, family: str, description: str = "", aliases: Sequence[str] = (),
+                   **fixed) -> Callable:
     """Decorator: register ``builder(num_classes, **options) -> nn.Module`` under ``name``.
 
-    ``defaults`` are options passed to the builder unless the caller overrides them,
-    so one builder function can serve several names (``tsm_r50``, ``tsm_mbv2`` ...).
+    ``fixed`` options are passed to the builder for this name and cannot be overridden,
+    so one builder can serve several names (``tsm_r50``, ``tsm_mbv2`` ...). ``aliases``
+    are other names for this model (family names such as ``msn`` -> ``msn_r50``).
     """
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
+        if name in _REGISTRY or name in _ALIASES:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelEntry(name, builder, family, description or (builder.__doc__ or "").strip().split("\n")[0], dict(defaults))
+        params = builder_parameters(builder)
+        unknown = set(fixed) - set(params)
+        if unknown:
+            raise TypeError(f"{name}: fixed options {sorted(unknown)} are not parameters of {builder.__name__}")
+        options = {k: v for k, v in params.items() if k not in fixed and k not in NOT_MODEL_OPTIONS}
+        doc = description or (builder.__doc__ or "").strip().split("\n")[0]
+        _REGISTRY[name] = ModelEntry(name, builder, family, doc, dict(fixed), options)
+        for alias in aliases:
+            if alias in _REGISTRY or alias in _ALIASES:
+                raise ValueError(f"alias {alias!r} is registered twice")
+            _ALIASES[alias] = name
         return builder
 
     return wrap
@@ -115,37 +165,88 @@ def list_models(pattern: str = "*") -> List[str]:
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
 
 
-def get_entry(name: str) -> ModelEntry:
+def list_aliases() -> Dict[str, str]:
+    """Family alias -> model name (``msn`` -> ``msn_r50``)."""
     _load_families()
+    return dict(sorted(_ALIASES.items()))
+
+
+def resolve_name(name: str) -> str:
+    """The registered name of ``name`` (an alias resolves to its model)."""
+    _load_families()
+    name = _ALIASES.get(name, name)
     if name not in _REGISTRY:
-        close = [n for n in _REGISTRY if name.split("_")[0] in n][:8]
+        close = [n for n in list(_REGISTRY) + list(_ALIASES) if name.split("_")[0] in n][:8]
         hint = f" Similar: {', '.join(close)}." if close else ""
         raise UnknownModelError(f"unknown model {name!r}; `videorec models` lists them.{hint}")
-    return _REGISTRY[name]
+    return name
+
+
+def get_entry(name: str) -> ModelEntry:
+    return _REGISTRY[resolve_name(name)]
+
+
+def model_options(name: str) -> Dict[str, object]:
+    """The options ``name`` takes, with their defaults."""
+    return dict(get_entry(name).options)
+
+
+def check_options(name: str, options: Mapping[str, object]) -> None:
+    """Raise :class:`ModelOptionError` for an option ``name`` does not take, naming the valid ones."""
+    entry = get_entry(name)
+    misplaced = sorted(set(options) & set(NOT_MODEL_OPTIONS))
+    if misplaced:
+        raise ModelOptionError(f"{misplaced[0]} is not a model option of {entry.name} (it comes from the dataset "
+                               "or the weights)")
+    unknown = sorted(set(options) - set(entry.options))
+    if unknown:
+        fixed = [k for k in unknown if k in entry.fixed]
+        why = f" ({', '.join(fixed)} is fixed by the name)" if fixed else ""
+        raise ModelOptionError(f"{entry.name} does not take option(s) {', '.join(unknown)}{why}; it takes: "
+                               f"{', '.join(sorted(entry.options)) or 'none'}")
 
 
 def create_model(name: str, num_classes: int, pretrained: Optional[str] = None, **options) -> nn.Module:
-    """Build a registered model.
+    """Build a registered model (or an alias of one).
 
     pretrained: ``None``/``"none"``; ``"imagenet"`` (backbone weights where the family
     supports them); or a checkpoint path, loaded strictly through the family's key map.
     Options whose value is ``None`` are dropped, so CLI flags left unset keep the
-    builder's defaults.
+    builder's defaults; any other option the model does not take raises
+    :class:`ModelOptionError`. The built model carries ``arch_name`` and the resolved
+    ``model_options`` (what a checkpoint records to rebuild it).
     """
     entry = get_entry(name)
-    kwargs = dict(entry.defaults)
-    kwargs.update({k: v for k, v in options.items() if v is not None})
+    given = {k: v for k, v in options.items() if v is not None}
+    check_options(entry.name, given)
+    resolved = {**entry.options, **given}
+    kwargs = {**entry.fixed, **given}
     if pretrained == "imagenet":
+        if "imagenet_pretrained" not in builder_parameters(entry.builder):
+            raise ModelOptionError(f"{entry.name} has no ImageNet backbone weights; use --pretrained none or a "
+                                   "checkpoint")
         kwargs["imagenet_pretrained"] = True
     model = entry.builder(num_classes=num_classes, **kwargs)
     if not isinstance(getattr(model, "input_spec", None), InputSpec):
-        raise TypeError(f"builder of {name!r} did not set model.input_spec")
-    model.arch_name = name
+        raise TypeError(f"builder of {entry.name!r} did not set model.input_spec")
+    model.arch_name = entry.name
+    model.model_options = resolved
     if pretrained not in (None, "none", "imagenet"):
         from archs.checkpoint import load_pretrained
 
         load_pretrained(model, pretrained)
     return model
+
+
+def training_loss(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                  criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The model's training objective on a batch: ``model.training_loss`` where the model
+    defines one, else ``criterion(model(x), target)``. Returns (loss, logits (N, K))."""
+    own = getattr(model, "training_loss", None)
+    if own is not None:
+        return own(x, target, criterion)
+    logits = model(x)
+    return criterion(logits, target), logits
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,6 +1,6 @@
 """Fusion benchmark: 30 score files of 20,000 videos x 400 classes (10 clips x 3 crops).
 
-Prints the time and peak RSS of `ensemble-pkl`'s fusion (ops.fusion.fuse + report)
+Prints the time and peak RSS of `ensemble-pkl`'s fusion (ops.evaluation.fusion.fuse + report)
 next to a baseline in the same run that loads every file first and fuses them
 with plain pickle + numpy (what pkl_to_results-style scripts do).
 Targets: under 10 s and under 2 GB.
@@ -21,7 +21,7 @@ import numpy as np
 
 
 def make_files(root: Path, files: int, videos: int, classes: int) -> list:
-    from ops.scores import ScoreFile, write_scores
+    from ops.evaluation.scores import ScoreFile, write_scores
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, classes, videos)
@@ -37,7 +37,7 @@ def make_files(root: Path, files: int, videos: int, classes: int) -> list:
 
 
 def ours(paths, queue) -> None:
-    from ops.fusion import fuse, report
+    from ops.evaluation.fusion import fuse, report
 
     tic = time.perf_counter()
     metrics = report(fuse(paths))

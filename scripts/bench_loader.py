@@ -2,10 +2,10 @@
 
 Measured in one run, on the same videos, with the same DataLoader settings (2 workers,
 batch size 1), each case in interleaved rounds and reported as the median:
-  * ours: ops.dataset.VideoDataset (uint8 tensor transforms, one call per clip,
-    batched JPEG decoding / decord get_batch) with ops.data.collate_items, from mp4 and
+  * ours: ops.data.dataset.VideoDataset (uint8 tensor transforms, one call per clip,
+    batched JPEG decoding / decord get_batch) with ops.data.loader.collate_items, from mp4 and
     from JPEG frame folders. Workers ship uint8 clips; the consumer normalises them on the
-    model's device (ops.data.model_input). Reported twice: the clips the loader delivers
+    model's device (ops.data.loader.model_input). Reported twice: the clips the loader delivers
     (training on a GPU, where the normalisation is a kernel on the device), and with the
     normalisation done on this CPU in the main process (training on the CPU);
   * baseline: what the seed repositories do (a PIL image per frame, per-frame
@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from archs.registry import IMAGENET_MEAN, IMAGENET_STD
-from ops.data import collate_items, model_input
-from ops.dataset import SamplingSettings, VideoDataset
-from ops.media import extract_tree
-from ops.records import VideoRecord
-from ops.sampling import segment_indices
-from ops.synthetic import encode_video, pick_encoder, render_video
-from ops.transforms import MULTISCALE, ClipTransform, multiscale_crop_box
+from ops.data.loader import collate_items, model_input
+from ops.data.dataset import SamplingSettings, VideoDataset
+from ops.prep.media import extract_tree
+from ops.data.records import VideoRecord
+from ops.data.sampling import segment_indices
+from ops.prep.synthetic import encode_video, pick_encoder, render_video
+from ops.data.transforms import MULTISCALE, ClipTransform, multiscale_crop_box
 
 
 def make_videos(root: Path, count: int, frames: int, height: int, width: int) -> None:

@@ -2,7 +2,7 @@
 """Per-frame latency and memory of the MoViNet stream models on CPU.
 
 Feeds one random frame at a time (keeping the stream state) and reports, per model, run
-eagerly and traced (what ``videorec stream`` runs by default, see ``ops.stream.compile_stream_step``), the
+eagerly and traced (what ``videorec stream`` runs by default, see ``ops.apps.stream.compile_stream_step``), the
 median wall time and thread CPU time per frame after a warm-up (on a busy machine the CPU time
 is the figure to trust), and the resident memory (RSS) after 100 and after ``--frames`` frames:
 a stream model's memory must not grow with the video length.
@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from archs.registry import create_model  # noqa: E402
-from ops.stream import compile_stream_step  # noqa: E402
+from ops.apps.stream import compile_stream_step  # noqa: E402
 
 TARGET_MS = {"a0": 16.0, "a1": 33.0, "a2": 66.0}
 

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from archs import create_model
-from ops.inference import autocast
-from ops.optim import param_groups
+from ops.engine.inference import autocast
+from ops.engine.optim import param_groups
 
 
 def bench(arch: str, batch: int, steps: int, device: torch.device, amp: bool) -> float:

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny frame-folder dataset rendered by ops.synthetic (no ffmpeg)."""
+"""Shared fixtures: a tiny frame-folder dataset rendered by ops.prep.synthetic (no ffmpeg)."""
 from __future__ import annotations
 
 import json
@@ -29,7 +29,7 @@ def write_grey_frames(folder: Path, count: int, template: str = "img_{:05d}.jpg"
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A custom dataset config (.json): 4 motion classes, 4 train + 2 val videos each, 8 frames of 32x32."""
-    from ops.synthetic import render_video
+    from ops.prep.synthetic import render_video
 
     root = tmp_path_factory.mktemp("tiny")
     rng = np.random.default_rng(0)

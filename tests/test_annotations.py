@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dataset_configs import read_class_names
-from ops.annotations import AnnotationInputs, kinetics_class_name, read_annotations
-from ops.errors import UserError
+from ops.prep.annotations import AnnotationInputs, kinetics_class_name, read_annotations
+from ops.common.errors import UserError
 from videorec_cli.main import app
 
 runner = CliRunner()

@@ -2,10 +2,10 @@
 import numpy as np
 import torch
 
-from ops.data import batch_targets, collate_items, make_loader, model_input
-from ops.dataset import SamplingSettings, VideoDataset
-from ops.records import VideoRecord
-from ops.transforms import ClipTransform
+from ops.data.loader import batch_targets, collate_items, make_loader, model_input
+from ops.data.dataset import SamplingSettings, VideoDataset
+from ops.data.records import VideoRecord
+from ops.data.transforms import ClipTransform
 from tests.conftest import write_grey_frames
 
 

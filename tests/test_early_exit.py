@@ -8,11 +8,11 @@ import torch
 from typer.testing import CliRunner
 
 from archs import create_model, measure_gmacs
-from ops.early_exit import (Split, apply_thresholds, best_under_budget, confidence, curve, exit_costs,
+from ops.evaluation.early_exit import (Split, apply_thresholds, best_under_budget, confidence, curve, exit_costs,
                             exit_proportions, exited_logits, fit_thresholds, holdout_split, metric, static_points)
-from ops.errors import UserError
-from ops.metrics import mean_average_precision
-from ops.scores import ScoreFile, write_scores
+from ops.common.errors import UserError
+from ops.evaluation.metrics import mean_average_precision
+from ops.evaluation.scores import ScoreFile, write_scores
 from videorec_cli.main import app
 
 runner = CliRunner()

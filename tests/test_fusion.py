@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ops.errors import UserError
-from ops.fusion import fuse, report, write_report_files
-from ops.metrics import mean_average_precision, topk_accuracy
-from ops.scores import ScoreFile, read_scores, write_scores
+from ops.common.errors import UserError
+from ops.evaluation.fusion import fuse, report, write_report_files
+from ops.evaluation.metrics import mean_average_precision, topk_accuracy
+from ops.evaluation.scores import ScoreFile, read_scores, write_scores
 from videorec_cli.main import app
 
 IDS = ["a", "b", "c", "d"]

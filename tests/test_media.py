@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from ops.errors import UserError
-from ops.media import FrameTemplate, MediaError, extract_frames, ffmpeg_exe, find_videos
-from ops.synthetic import encode_video, pick_encoder
+from ops.common.errors import UserError
+from ops.prep.media import FrameTemplate, MediaError, extract_frames, ffmpeg_exe, find_videos
+from ops.prep.synthetic import encode_video, pick_encoder
 from videorec_cli.main import app
 
 runner = CliRunner()

@@ -264,7 +264,7 @@ def test_tiny_model_fits_a_tiny_batch(stream):
 
 
 def make_video(path: Path, seconds: int, fps: int) -> Path:
-    from ops.media import ffmpeg_exe
+    from ops.prep.media import ffmpeg_exe
 
     subprocess.run([ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
                     f"testsrc=duration={seconds}:size=64x48:rate={fps}", "-pix_fmt", "yuv420p", str(path)], check=True)
@@ -272,9 +272,9 @@ def make_video(path: Path, seconds: int, fps: int) -> Path:
 
 
 def test_stream_ops_read_frames_and_report_every_second(tmp_path):
-    from ops.errors import UserError
-    from ops.stream import frame_tensor, read_frames, stream_predictions
-    from ops.transforms import Normalize
+    from ops.common.errors import UserError
+    from ops.apps.stream import frame_tensor, read_frames, stream_predictions
+    from ops.data.transforms import Normalize
 
     video = make_video(tmp_path / "v.mp4", seconds=2, fps=10)
     frames = list(read_frames(str(video), 32, fps=5))
@@ -296,8 +296,8 @@ def test_stream_ops_read_frames_and_report_every_second(tmp_path):
 
 
 def test_load_stream_model_released_state_dict_and_base_refused(tmp_path):
-    from ops.errors import UserError
-    from ops.stream import load_stream_model
+    from ops.common.errors import UserError
+    from ops.apps.stream import load_stream_model
 
     manifest = json.loads((FIXTURES / "movinet_a0_stream.json").read_text())["keys"]
     ckpt = tmp_path / "modelA0_stream_statedict_v3"
@@ -320,7 +320,7 @@ def test_stream_command_is_registered():
 
 @pytest.mark.parametrize("positional", [False, True])
 def test_compiled_stream_step_equals_eager_model(positional):
-    from ops.stream import compile_stream_step
+    from ops.apps.stream import compile_stream_step
 
     model = tiny_stream(positional_encoding=positional)
     frames = torch.rand(2, 3, 6, 32, 32)

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from dataset_configs import DatasetConfigError, get_dataset
-from ops.errors import UserError
-from ops.records import parse_line, read_list_file
+from ops.common.errors import UserError
+from ops.data.records import parse_line, read_list_file
 
 
 def test_line_forms():

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ops.sampling import dense_indices, sample_indices, segment_indices
+from ops.data.sampling import dense_indices, sample_indices, segment_indices
 
 
 def test_val_centres_match_tsm_worked_example():

@@ -1,7 +1,7 @@
 """Frame-folder source: indices (repeats included) map to the right decoded frames."""
 import pytest
 
-from ops.sources import FrameFolderSource, SourceError
+from ops.data.sources import FrameFolderSource, SourceError
 from tests.conftest import write_grey_frames
 
 

@@ -5,8 +5,8 @@ import numpy as np
 from typer.testing import CliRunner
 
 from dataset_configs import get_dataset, read_class_names
-from ops.media import extract_frames
-from ops.synthetic import CLASS_NAMES, SyntheticSettings, render_index, render_video
+from ops.prep.media import extract_frames
+from ops.prep.synthetic import CLASS_NAMES, SyntheticSettings, render_index, render_video
 from videorec_cli.main import app
 
 runner = CliRunner()

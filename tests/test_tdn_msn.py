@@ -13,7 +13,7 @@ from archs.checkpoint import CheckpointError, extract_state_dict, load_state_dic
 from archs.msn import DeformConvPack, MotionSensitiveModule
 from archs.registry import CUSTOM_FLOP_FORMULAS, count_params, create_model, list_models, measure_gmacs
 from archs.tdn import FRAMES_PER_SEGMENT, LearnableShift, LongTermTDM
-from ops.optim import make_optimizer, param_groups
+from ops.engine.optim import make_optimizer, param_groups
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -14,8 +14,8 @@ import torch
 from typer.testing import CliRunner
 
 from archs.checkpoint import CheckpointError
-from ops.errors import UserError
-from ops.scores import read_scores
+from ops.common.errors import UserError
+from ops.evaluation.scores import read_scores
 from videorec_cli.main import app
 
 TINY = ["--arch", "tsm_mbv2", "-m", "width_mult=0.25", "--crop-size", "32", "--scale-size", "32",

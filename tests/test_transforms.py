@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from ops.transforms import (ClipTransform, center_box, fixed_offsets, five_crop_boxes, multiscale_crop_box,
+from ops.data.transforms import (ClipTransform, center_box, fixed_offsets, five_crop_boxes, multiscale_crop_box,
                             short_side_size, three_crop_boxes)
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from ops.demo import DemoSettings
+from ops.apps.demo import DemoSettings
 
 _DEFAULT = DemoSettings()
 
@@ -22,7 +22,7 @@ def command(
     across them, so TSN (an average over frames) stays near chance and TSM's
     temporal shift tells them apart.
     """
-    from ops.demo import format_table, run_demo
+    from ops.apps.demo import format_table, run_demo
 
     rows = run_demo(DemoSettings(output_dir=output_dir, num_videos=num_videos, epochs=epochs, workers=workers),
                     say=typer.echo)

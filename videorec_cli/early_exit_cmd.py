@@ -2,8 +2,8 @@
 
 Reads score files with per-exit logits (``exit_logits`` (V, E, K), written by
 ``videorec test --exits``), fits thresholds on one split, applies them to another,
-and writes the curve (CSV, JSON, PNG). See :mod:`ops.early_exit` for the protocol
-and :mod:`ops.early_exit_report` for the outputs.
+and writes the curve (CSV, JSON, PNG). See :mod:`ops.evaluation.early_exit` for the protocol
+and :mod:`ops.evaluation.early_exit_report` for the outputs.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import List, Optional
 
 import typer
 
-from ops.early_exit import CONFIDENCES
-from ops.early_exit_report import early_exit_report
+from ops.evaluation.early_exit import CONFIDENCES
+from ops.evaluation.early_exit_report import early_exit_report
 
 
 def command(

@@ -16,7 +16,7 @@ def command(
 ) -> None:
     """Fuse views and models; print top-1, top-5, mean class accuracy (or mAP)."""
     from dataset_configs import read_class_names
-    from ops.fusion import fuse, report, score_paths, write_report_files
+    from ops.evaluation.fusion import fuse, report, score_paths, write_report_files
 
     paths = score_paths(inputs)
     fused = fuse(paths, fusion, weight or None)

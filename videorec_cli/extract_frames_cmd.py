@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ops.media import DEFAULT_TEMPLATE, extract_tree
+from ops.prep.media import DEFAULT_TEMPLATE, extract_tree
 
 
 def command(

@@ -44,7 +44,7 @@ def main() -> None:
     from archs.checkpoint import CheckpointError
     from archs.registry import UnknownModelError
     from dataset_configs import DatasetConfigError
-    from ops.errors import UserError
+    from ops.common.errors import UserError
 
     try:
         app()

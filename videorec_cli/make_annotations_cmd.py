@@ -6,8 +6,8 @@ from typing import Optional
 
 import typer
 
-from ops.annotations import AnnotationInputs, MediaLookup, read_annotations, write_annotations
-from ops.media import DEFAULT_TEMPLATE
+from ops.prep.annotations import AnnotationInputs, MediaLookup, read_annotations, write_annotations
+from ops.prep.media import DEFAULT_TEMPLATE
 
 
 def command(

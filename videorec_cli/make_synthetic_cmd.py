@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ops.synthetic import SyntheticSettings, make_synthetic
+from ops.prep.synthetic import SyntheticSettings, make_synthetic
 
 
 def command(

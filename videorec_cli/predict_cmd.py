@@ -17,7 +17,7 @@ def command(
     frame_template: str = typer.Option("img_{:05d}.jpg", help="Frame template, for a frame folder."),
 ) -> None:
     """Print the top-k classes (name and probability) of VIDEO, centre crop, one clip."""
-    from ops.predictor import predict_video
+    from ops.apps.predict import predict_video
 
     for name, prob in predict_video(video, weights, arch, num_classes, classes, top_k, frame_template):
         typer.echo(f"{prob * 100:6.2f}%  {name}")

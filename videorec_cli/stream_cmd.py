@@ -28,7 +28,7 @@ def command(
 ) -> None:
     """Feed VIDEO to a stream model one frame at a time and print the running top-k once per second."""
     from dataset_configs import read_class_names
-    from ops.stream import default_fps, load_stream_model, read_frames, stream_predictions
+    from ops.apps.stream import default_fps, load_stream_model, read_frames, stream_predictions
 
     names = read_class_names(classes) if classes else []
     model = load_stream_model(arch, weights, num_classes, names).to(device)

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from ops.config import DataSettings
+from ops.engine.config import DataSettings
 
 
 def clip_indices(value: str, num_clips: int) -> List[int]:
@@ -49,8 +49,8 @@ def command(
     master_port: int = typer.Option(29500, help="Port for the DDP rendezvous."),
 ) -> None:
     """Score every video of the test list for each clip index; print view-level top-1/top-5."""
-    from ops.distributed import launch, launched
-    from ops.tester import TestSettings, run_test
+    from ops.engine.distributed import launch, launched
+    from ops.engine.tester import TestSettings, run_test
 
     if nproc_per_node > 1 and not launched():
         raise typer.Exit(launch(nproc_per_node, 1, 0, "127.0.0.1", master_port, sys.argv[1:]))

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from ops.config import DataSettings, TrainSettings
+from ops.engine.config import DataSettings, TrainSettings
 
 
 def parse_options(pairs: List[str]) -> dict:
@@ -82,7 +82,7 @@ def command(
     master_port: int = typer.Option(29500, help="Port on node 0 (DDP)."),
 ) -> None:
     """Train ARCH on DATASET; validate, save last.pth/best.pth; resumable and interruptible."""
-    from ops.distributed import launch, launched
+    from ops.engine.distributed import launch, launched
 
     if (nproc_per_node > 1 or nnodes > 1) and not launched():
         raise typer.Exit(launch(nproc_per_node, nnodes, node_rank, master_addr, master_port, sys.argv[1:]))
@@ -99,7 +99,7 @@ def command(
         optimizer=optimizer, lr_scheduler=lr_scheduler, lr_steps=list(lr_steps), warmup_epochs=warmup_epochs, wd=wd, momentum=momentum,
         gd=gd or None, npb=npb, eval_freq=eval_freq, tune_from=tune_from, resume=resume, seed=seed, amp=amp,
         sync_bn=sync_bn, device=device, output_dir=output_dir, max_iters_per_epoch=max_iters_per_epoch)
-    from ops.trainer import TrainingInterrupted, train
+    from ops.engine.trainer import TrainingInterrupted, train
 
     try:
         train(settings)

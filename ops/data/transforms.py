@@ -5,7 +5,7 @@ uint8 (V, C, T, H, W) stored ``torch.channels_last_3d`` (memory order V, T, H, W
 the order decoders and the uint8 resize work in): data-loading workers ship 4x fewer bytes than
 float clips and never transpose channels; :meth:`ClipTransform.normalize` turns a batch
 into the model's normalised, contiguous float input on the device it runs on (see
-``ops.data.model_input``), transposing as it converts. Crop boxes are
+``ops.data.loader.model_input``), transposing as it converts. Crop boxes are
 ``(top, left, height, width)`` in pixels of the frame they are computed on.
 
 * train: TSN multi-scale crop (scales 1, .875, .75, .66 of the short side, pairs

@@ -2,7 +2,7 @@
 
 ``train(settings)`` builds the model from the registry, the datasets from the
 dataset registry and the model's input spec, and runs epochs of SGD with the
-per-group multipliers of ops.optim. Rank 0 logs, saves and draws progress bars.
+per-group multipliers of ops.engine.optim. Rank 0 logs, saves and draws progress bars.
 SIGTERM/SIGINT save ``last.pth`` (with the position inside the epoch) and stop;
 ``--resume auto`` continues exactly where it stopped.
 """
@@ -21,16 +21,16 @@ from torch import nn
 from archs.checkpoint import drop_classifier, extract_state_dict, load_state_dict_strict, read_checkpoint
 from archs.registry import create_model, get_entry
 from dataset_configs import read_class_names
-from ops.ckpt import load_training_state, resume_path, rng_state, save_checkpoint, set_rng_state
-from ops.config import TrainSettings, write_json
-from ops.data import TrainSampler, batch_targets, build_dataset, dataset_config, make_loader, model_input, resolve_spec
-from ops.distributed import DistInfo, any_rank, init_distributed
-from ops.errors import UserError
-from ops.inference import autocast, predict, unwrap
-from ops.metrics import mean_average_precision, topk_accuracy
-from ops.optim import LRSchedule, make_optimizer, param_groups
-from ops.runlog import BadSamples, RunLog, progress
-from ops.sources import SourceError
+from ops.engine.checkpoints import load_training_state, resume_path, rng_state, save_checkpoint, set_rng_state
+from ops.engine.config import TrainSettings, write_json
+from ops.data.loader import TrainSampler, batch_targets, build_dataset, dataset_config, make_loader, model_input, resolve_spec
+from ops.engine.distributed import DistInfo, any_rank, init_distributed
+from ops.common.errors import UserError
+from ops.engine.inference import autocast, predict, unwrap
+from ops.evaluation.metrics import mean_average_precision, topk_accuracy
+from ops.engine.optim import LRSchedule, make_optimizer, param_groups
+from ops.common.runlog import BadSamples, RunLog, progress
+from ops.data.sources import SourceError
 
 
 def last_line(exc: Exception) -> str:

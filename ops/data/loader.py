@@ -10,11 +10,11 @@ from torch.utils.data import default_collate
 
 from archs.registry import InputSpec
 from dataset_configs import DatasetConfig, get_dataset
-from ops.config import DataSettings
-from ops.dataset import SamplingSettings, VideoDataset
-from ops.distributed import DistInfo
-from ops.records import read_list_file
-from ops.transforms import ClipTransform
+from ops.engine.config import DataSettings
+from ops.data.dataset import SamplingSettings, VideoDataset
+from ops.engine.distributed import DistInfo
+from ops.data.records import read_list_file
+from ops.data.transforms import ClipTransform
 
 
 def dataset_config(data: DataSettings) -> DatasetConfig:

@@ -25,10 +25,10 @@ from torch import nn
 
 from archs.checkpoint import read_checkpoint
 from archs.registry import InputSpec, create_model
-from ops.errors import UserError
-from ops.media import ffmpeg_exe
-from ops.tester import model_from_checkpoint
-from ops.transforms import Normalize
+from ops.common.errors import UserError
+from ops.prep.media import ffmpeg_exe
+from ops.engine.tester import model_from_checkpoint
+from ops.data.transforms import Normalize
 
 DEFAULT_ARCH = "movinet_a0_stream"
 
@@ -89,7 +89,7 @@ def read_frames(source: str, size: int, *, fps: Optional[float] = None,
 
 def frame_tensor(frame: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 RGB (read-only, from the pipe) -> a (1, 3, 1, H, W) uint8 tensor of its own;
-    :class:`~ops.transforms.Normalize` makes it the model's input."""
+    :class:`~ops.data.transforms.Normalize` makes it the model's input."""
     return torch.from_numpy(frame.copy()).permute(2, 0, 1)[None, :, None]
 
 

@@ -24,8 +24,8 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 
-from ops.errors import UserError
-from ops.fileio import atomic_open
+from ops.common.errors import UserError
+from ops.common.fileio import atomic_open
 
 FORMAT = "videorec-scores"
 VERSION = 1

@@ -30,8 +30,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ops.errors import UserError
-from ops.metrics import mean_average_precision, softmax, topk_accuracy
+from ops.common.errors import UserError
+from ops.evaluation.metrics import mean_average_precision, softmax, topk_accuracy
 
 CONFIDENCES = ("softmax", "logit", "entropy")
 REFERENCE_PS = tuple(np.round(np.arange(0.5, 3.95, 0.1), 1))  # the reference's 35 operating points
@@ -64,7 +64,7 @@ def per_exit_gmacs(arch: str, num_exits: int, num_classes: int, crop_size: Optio
     """GMACs one more frame costs: a view of ``arch`` built with ``num_exits`` segments,
     profiled on the meta device (no weights, no compute), divided by ``num_exits``."""
     from archs.profile import profile_model
-    from ops.trainer import checked_options
+    from ops.engine.trainer import checked_options
 
     options = options or {}
     if options.get("num_segments", num_exits) != num_exits:

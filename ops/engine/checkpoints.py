@@ -12,8 +12,8 @@ from typing import Optional
 import torch
 
 from archs.checkpoint import read_checkpoint
-from ops.errors import UserError
-from ops.fileio import atomic_open
+from ops.common.errors import UserError
+from ops.common.fileio import atomic_open
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -24,9 +24,9 @@ import ffmpeg
 import numpy as np
 from tqdm import tqdm
 
-from ops.errors import UserError
-from ops.fileio import write_text_atomic
-from ops.media import ffmpeg_exe
+from ops.common.errors import UserError
+from ops.common.fileio import write_text_atomic
+from ops.prep.media import ffmpeg_exe
 
 # Sorted, as `make-annotations --format folder` numbers the class folders.
 CLASS_NAMES = (

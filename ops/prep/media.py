@@ -21,8 +21,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import ffmpeg
 from tqdm import tqdm
 
-from ops.errors import UserError
-from ops.fileio import write_report
+from ops.common.errors import UserError
+from ops.common.fileio import write_report
 
 VIDEO_EXTENSIONS: Tuple[str, ...] = (
     ".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".ogv",

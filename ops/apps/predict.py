@@ -7,11 +7,11 @@ from typing import List, Optional, Tuple
 import torch
 
 from dataset_configs import read_class_names
-from ops.dataset import SamplingSettings
-from ops.errors import UserError
-from ops.sources import SourceError, open_source
-from ops.tester import model_from_checkpoint, trained_spec
-from ops.transforms import ClipTransform
+from ops.data.dataset import SamplingSettings
+from ops.common.errors import UserError
+from ops.data.sources import SourceError, open_source
+from ops.engine.tester import model_from_checkpoint, trained_spec
+from ops.data.transforms import ClipTransform
 
 
 def predict_video(video: Path, weights: str, arch: Optional[str], num_classes: Optional[int],

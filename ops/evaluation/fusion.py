@@ -14,9 +14,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ops.errors import UserError
-from ops.metrics import confusion, mean_average_precision, per_class_accuracy, softmax, topk_accuracy
-from ops.scores import ScoreFile, read_scores
+from ops.common.errors import UserError
+from ops.evaluation.metrics import confusion, mean_average_precision, per_class_accuracy, softmax, topk_accuracy
+from ops.evaluation.scores import ScoreFile, read_scores
 
 FUSIONS = ("softmax-mean", "logit-mean")
 
@@ -105,7 +105,7 @@ def report(fused: Fused) -> Dict[str, float]:
 
 def write_report_files(fused: Fused, out_dir: Path, class_names: Optional[List[str]] = None) -> List[Path]:
     """per_class_accuracy.csv and confusion_matrix.csv (rows: true class), atomically."""
-    from ops.fileio import write_text_atomic
+    from ops.common.fileio import write_text_atomic
 
     k = fused.scores.shape[1]
     names = class_names if class_names and len(class_names) == k else [str(i) for i in range(k)]

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from ops.annotations import AnnotationInputs, MediaLookup, read_annotations, write_annotations
-from ops.config import DataSettings, TrainSettings
-from ops.fusion import fuse, report
-from ops.media import extract_tree
-from ops.synthetic import SyntheticSettings, make_synthetic
+from ops.prep.annotations import AnnotationInputs, MediaLookup, read_annotations, write_annotations
+from ops.engine.config import DataSettings, TrainSettings
+from ops.evaluation.fusion import fuse, report
+from ops.prep.media import extract_tree
+from ops.prep.synthetic import SyntheticSettings, make_synthetic
 
 
 @dataclass
@@ -68,8 +68,8 @@ def train_and_test(arch: str, s: DemoSettings, config: str) -> Dict[str, object]
     """Train ``arch`` on the demo data, test 2 clips x 3 crops, fuse: one row of the table."""
     import torch  # the training stack is imported only when the demo runs (keeps `videorec --help` fast)
 
-    from ops.tester import TestSettings, run_test
-    from ops.trainer import train
+    from ops.engine.tester import TestSettings, run_test
+    from ops.engine.trainer import train
 
     torch.set_num_threads(1)  # one model per core: tiny convolutions gain nothing from more threads
     data = DataSettings(dataset=config, num_segments=s.num_segments, crop_size=s.crop_size, scale_size=s.size,

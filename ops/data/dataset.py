@@ -20,15 +20,15 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from ops.records import VideoRecord
-from ops.sampling import sample_indices
-from ops.sources import SourceError, open_source, resolve_path
-from ops.transforms import ClipTransform
+from ops.data.records import VideoRecord
+from ops.data.sampling import sample_indices
+from ops.data.sources import SourceError, open_source, resolve_path
+from ops.data.transforms import ClipTransform
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """How frames are picked (see ops.sampling); ``clip_index`` of ``num_clips`` for test."""
+    """How frames are picked (see ops.data.sampling); ``clip_index`` of ``num_clips`` for test."""
 
     mode: str
     num_segments: int
@@ -89,7 +89,7 @@ class VideoDataset(torch.utils.data.Dataset):
 
     def target(self, labels: Sequence[int]) -> np.ndarray:
         """The class index (int64 ``()``) or the multi-hot vector (float32 ``(K,)``), as numpy:
-        see ``ops.data.collate_items`` for why small fields are not tensors."""
+        see ``ops.data.loader.collate_items`` for why small fields are not tensors."""
         if self.multi_label:
             hot = np.zeros(self.num_classes, np.float32)
             hot[list(labels)] = 1.0

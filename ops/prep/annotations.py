@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ops.errors import UserError
-from ops.fileio import write_report, write_text_atomic
-from ops.media import DEFAULT_TEMPLATE, FrameTemplate, count_frames, find_videos
+from ops.common.errors import UserError
+from ops.common.fileio import write_report, write_text_atomic
+from ops.prep.media import DEFAULT_TEMPLATE, FrameTemplate, count_frames, find_videos
 
 SPLITS = ("train", "val", "test")
 MEDIA_KINDS = ("frames", "videos")

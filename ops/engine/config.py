@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ops.fileio import write_text_atomic
+from ops.common.fileio import write_text_atomic
 
 
 @dataclass

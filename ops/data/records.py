@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from ops.errors import UserError
+from ops.common.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Multi-view testing: one score file per temporal clip index.
 
 For clip i of n, every video is sampled with the deterministic rule of
-ops.sampling (each segment at the fraction (i + 0.5) / n, or the i-th dense
+ops.data.sampling (each segment at the fraction (i + 0.5) / n, or the i-th dense
 window), cut into 1, 3 or 10 crops, and all views of a clip go through the model
 in one batch. Raw logits (videos, views, K) are written to
 ``OUTPUT_DIR/scores_clip{i}of{n}.pkl``; ``videorec ensemble-pkl`` fuses them.
@@ -17,14 +17,14 @@ import torch
 
 from archs.checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
 from archs.registry import InputSpec, create_model
-from ops.config import DataSettings
-from ops.data import ViewSettings, build_dataset, dataset_config, resolve_spec
-from ops.distributed import DistInfo, init_distributed
-from ops.errors import UserError
-from ops.inference import predict
-from ops.metrics import mean_average_precision, softmax, topk_accuracy
-from ops.scores import ScoreFile, write_scores
-from ops.trainer import builder_options
+from ops.engine.config import DataSettings
+from ops.data.loader import ViewSettings, build_dataset, dataset_config, resolve_spec
+from ops.engine.distributed import DistInfo, init_distributed
+from ops.common.errors import UserError
+from ops.engine.inference import predict
+from ops.evaluation.metrics import mean_average_precision, softmax, topk_accuracy
+from ops.evaluation.scores import ScoreFile, write_scores
+from ops.engine.trainer import builder_options
 
 
 @dataclass

@@ -2,7 +2,7 @@
 ``early_exit.csv``, ``early_exit.json`` and ``early_exit.png`` plus a text table.
 
 Score files carry ``exit_logits`` (V, E, K), written by ``videorec test --exits``.
-Thresholds are fitted on one split and applied to another (see :mod:`ops.early_exit`
+Thresholds are fitted on one split and applied to another (see :mod:`ops.evaluation.early_exit`
 for the protocol); every file is written atomically.
 """
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ops.early_exit import (OperatingPoint, Split, best_under_budget, curve, exit_costs, holdout_split, metric_name,
+from ops.evaluation.early_exit import (OperatingPoint, Split, best_under_budget, curve, exit_costs, holdout_split, metric_name,
                             per_exit_gmacs, static_points)
-from ops.errors import UserError
-from ops.fileio import atomic_open, write_text_atomic
-from ops.scores import ScoreFile, read_scores
+from ops.common.errors import UserError
+from ops.common.fileio import atomic_open, write_text_atomic
+from ops.evaluation.scores import ScoreFile, read_scores
 
 
 def exit_scores(path: str) -> ScoreFile:

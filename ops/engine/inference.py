@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ops.data import make_loader, model_input
-from ops.dataset import VideoDataset
-from ops.distributed import DistInfo, gather_objects, shard
-from ops.runlog import progress
+from ops.data.loader import make_loader, model_input
+from ops.data.dataset import VideoDataset
+from ops.engine.distributed import DistInfo, gather_objects, shard
+from ops.common.runlog import progress
 
 
 def autocast(device: torch.device, enabled: bool):

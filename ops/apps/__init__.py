@@ -1,0 +1,1 @@
+"""Applications on top of the engine: streaming, single-video prediction, the demo."""

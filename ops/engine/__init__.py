@@ -1,0 +1,1 @@
+"""The engine: training, testing, inference, optimisers, checkpoints, distributed helpers, run settings."""

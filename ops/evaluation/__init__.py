@@ -1,0 +1,1 @@
+"""Evaluation: score files, fusion, metrics, early exit."""

@@ -1,0 +1,1 @@
+"""Preparation: media (ffmpeg), annotation parsers and writers, the synthetic dataset."""
