@@ -1,10 +1,12 @@
-"""Small file helpers shared by the data-preparation commands."""
+"""Small file helpers shared by every stage: atomic writes and output-location checks."""
 from __future__ import annotations
 
 import contextlib
 import os
 from pathlib import Path
 from typing import IO, Iterator
+
+from ops.common.errors import UserError
 
 
 @contextlib.contextmanager
@@ -38,3 +40,26 @@ def write_report(path: Path, lines: list[str]) -> None:
         write_text_atomic(path, "".join(f"{line}\n" for line in lines))
     else:
         path.unlink(missing_ok=True)
+
+
+def check_output_dir(path: Path, what: str = "output folder") -> Path:
+    """Check, before any work, that ``path`` is a folder we can write in, or can be created.
+
+    Nothing is created: the nearest existing ancestor must be a writable folder. Raises
+    :class:`UserError` with one line naming the path and the cause.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} exists and is not a folder")
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{what} {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == path else f" ({existing} is not writable)"
+        raise UserError(f"{what} {path} is not writable{where}: choose another with -o/--output-dir or fix its "
+                        "permissions")
+    return path
