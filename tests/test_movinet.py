@@ -303,7 +303,7 @@ def test_load_stream_model_released_state_dict_and_base_refused(tmp_path):
     ckpt = tmp_path / "modelA0_stream_statedict_v3"
     torch.save({key: torch.zeros(shape, dtype=torch.long if key.endswith("num_batches_tracked") else torch.float)
                 for key, shape in manifest}, ckpt)
-    model = load_stream_model("movinet_a0_stream", str(ckpt), None, [])
+    model = load_stream_model("movinet_a0_stream", str(ckpt), None, []).model
     assert model.get_classifier().out_channels == 600 and not model.training
     with pytest.raises(UserError):
         load_stream_model("movinet_a0", None, 5, [])

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from ops.apps.demo import DemoSettings
+from ops.apps.demo_settings import DemoSettings
 
 _DEFAULT = DemoSettings()
 

@@ -11,8 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from ops.evaluation.early_exit import CONFIDENCES
-from ops.evaluation.early_exit_report import early_exit_report
+from ops.common.options import MODEL_OPTION_HELP
 
 
 def command(
@@ -21,11 +20,11 @@ def command(
     holdout: float = typer.Option(0.5, help="Without --fit-scores: this fraction of --eval-scores (random, --seed) fits the thresholds, the rest is evaluated."),
     seed: int = typer.Option(0, help="Seed of the --holdout split."),
     gflops_per_exit: Optional[float] = typer.Option(None, "--gflops-per-exit", help="GFLOPs (GMACs) one more exit (frame) costs; exit k costs (k+1) x this."),
-    arch: Optional[str] = typer.Option(None, "--arch", "-a", help="Measure the per-exit cost of this model instead (meta device: view GMACs / exits)."),
-    crop_size: Optional[int] = typer.Option(None, help="With --arch: input size; default: the model's."),
-    model_option: List[str] = typer.Option([], "--model-option", "-m", help="With --arch: builder option key=value (e.g. patch_size=128, glance_arch=res50)."),
+    arch: Optional[str] = typer.Option(None, "--arch", "-a", help="Measure the per-exit cost of this model (meta device: view GMACs / exits); default: the model the score file records."),
+    crop_size: Optional[int] = typer.Option(None, help="Input size for the measured cost; default: the score file's, else the model's."),
+    model_option: List[str] = typer.Option([], "--model-option", "-m", help=MODEL_OPTION_HELP + " For the measured cost (e.g. patch_size=128); default: the score file's."),
     budget_gflops: Optional[float] = typer.Option(None, "--budget-gflops", help="Also find the best thresholds whose average cost stays within this on both splits."),
-    confidence: str = typer.Option("softmax", help=f"Exit criterion: {', '.join(CONFIDENCES)} (max softmax, max raw logit as the reference, negative entropy)."),
+    confidence: str = typer.Option("softmax", help="Exit criterion: softmax, logit or entropy (max softmax, max raw logit as the reference, negative entropy)."),
     output_dir: str = typer.Option("early_exit", "--output-dir", "-o", help="Folder for early_exit.csv, early_exit.json and early_exit.png."),
 ) -> None:
     """Early-exit curve (metric vs expected GFLOPs) from per-exit logits.
@@ -35,13 +34,15 @@ def command(
     Thresholds are fitted on --fit-scores for exit proportions q_k ∝ p^k
     (p = 0.5 ... 3.9) and applied to --eval-scores.
     """
-    from videorec_cli.train_cmd import parse_options
+    from ops.common.options import given_options
+    from ops.evaluation.early_exit import CONFIDENCES
+    from ops.evaluation.early_exit_report import early_exit_report
 
     if confidence not in CONFIDENCES:
         raise typer.BadParameter(f"--confidence must be one of {', '.join(CONFIDENCES)}")
-    if (gflops_per_exit is None) == (arch is None):
-        raise typer.BadParameter("give exactly one of --gflops-per-exit X and --arch NAME")
+    if gflops_per_exit is not None and (arch is not None or model_option or crop_size is not None):
+        raise typer.BadParameter("--gflops-per-exit gives the cost; drop --arch/--crop-size/-m (they measure it)")
     typer.echo(early_exit_report(eval_scores=eval_scores, fit_scores=fit_scores, holdout=holdout, seed=seed,
                                  confidence=confidence, gflops_per_exit=gflops_per_exit, arch=arch, crop_size=crop_size,
-                                 model_options=parse_options(model_option), budget_gflops=budget_gflops,
+                                 model_options=given_options({}, model_option), budget_gflops=budget_gflops,
                                  output_dir=output_dir))

@@ -2,22 +2,32 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
+
+from ops.common.options import MODEL_OPTION_HELP
 
 
 def command(
     video: Path = typer.Argument(..., help="A video file or a frame folder."),
-    weights: str = typer.Option(..., "--weights", help="A videorec checkpoint (or a released one with --arch/--num-classes)."),
+    weights: str = typer.Option(..., "--weights", help="A videorec checkpoint (knows its model, classes and input); "
+                                "or a released one with --arch/--num-classes."),
     arch: Optional[str] = typer.Option(None, "--arch", "-a", help="Model name, for checkpoints that do not say it."),
     num_classes: Optional[int] = typer.Option(None, help="Class count, for checkpoints that do not say it."),
+    model_option: List[str] = typer.Option([], "--model-option", "-m", help=MODEL_OPTION_HELP + " Default: as trained."),
+    test_segments: Optional[int] = typer.Option(None, "--test-segments", help="Segments (or frames) of the clip; default: as trained."),
     classes: Optional[Path] = typer.Option(None, help="classes.txt (default: the names stored in the checkpoint)."),
     top_k: int = typer.Option(5, help="How many classes to print."),
-    frame_template: str = typer.Option("img_{:05d}.jpg", help="Frame template, for a frame folder."),
+    frame_template: str = typer.Option("img_{:05d}.jpg", "--frame-template", help="Frame file template, for a frame folder."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Print the top-k classes (name and probability) of VIDEO, centre crop, one clip."""
-    from ops.apps.predict import predict_video
+    from ops.apps.predict import PredictSettings, predict_video
+    from ops.common.options import given_options
 
-    for name, prob in predict_video(video, weights, arch, num_classes, classes, top_k, frame_template):
+    settings = PredictSettings(video=video, weights=weights, arch=arch, num_classes=num_classes, classes=classes,
+                               top_k=top_k, frame_template=frame_template, device=device,
+                               model_options=given_options({"--test-segments": test_segments}, model_option))
+    for name, prob in predict_video(settings, say=lambda line: typer.echo(line, err=True)):
         typer.echo(f"{prob * 100:6.2f}%  {name}")

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from ops.engine.config import DataSettings
+from ops.common.options import MODEL_OPTION_HELP
 
 
 def clip_indices(value: str, num_clips: int) -> List[int]:
@@ -27,7 +27,8 @@ def command(
     dataset: str = typer.Argument(..., help="Dataset name or custom .json (gives the test list, root and classes)."),
     weights: str = typer.Option(..., "--weights", help="Checkpoint: a videorec one (knows its model) or a released one (with --arch)."),
     arch: Optional[str] = typer.Option(None, "--arch", "-a", help="Model name, for checkpoints that do not say it."),
-    test_segments: Optional[int] = typer.Option(None, help="Segments (or frames) at test time; default: as trained."),
+    model_option: List[str] = typer.Option([], "--model-option", "-m", help=MODEL_OPTION_HELP + " Default: as trained."),
+    test_segments: Optional[int] = typer.Option(None, "--test-segments", help="Segments (or frames) at test time; default: as trained."),
     test_crops: int = typer.Option(1, help="1 (centre), 3 (along the long side) or 10 (corners, centre and mirrors)."),
     full_res: bool = typer.Option(False, "--full-res", help="3-crop testing with scale-size square crops (256x256), no centre cut."),
     dense_sample: bool = typer.Option(False, "--dense-sample", help="Dense (I3D-style) clips instead of TSN segments."),
@@ -41,22 +42,26 @@ def command(
     root: Optional[str] = typer.Option(None, help="Dataset root (overrides the registry)."),
     test_list: Optional[str] = typer.Option(None, help="Test list file (default: the registry's test or val list)."),
     frame_template: Optional[str] = typer.Option(None, help="Frame file template, e.g. img_{:05d}.jpg."),
-    crop_size: Optional[int] = typer.Option(None, help="Crop size; default: as trained / the model's."),
-    scale_size: Optional[int] = typer.Option(None, help="Short side before cropping; default crop x 256/224."),
+    crop_size: Optional[int] = typer.Option(None, help="Crop size; default: as trained."),
+    scale_size: Optional[int] = typer.Option(None, help="Short side before cropping; default: as trained (crop x 256/224 with --crop-size)."),
     amp: bool = typer.Option(False, help="Mixed precision."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Processes (DDP-sharded test; scores gathered in list order)."),
     master_port: int = typer.Option(29500, help="Port for the DDP rendezvous."),
 ) -> None:
     """Score every video of the test list for each clip index; print view-level top-1/top-5."""
+    from ops.common.options import given_options
+    from ops.engine.config import DataSettings
     from ops.engine.distributed import launch, launched
     from ops.engine.tester import TestSettings, run_test
 
+    given = given_options({"--test-segments": test_segments}, model_option)
+    indices = clip_indices(clip_index, num_clips)
     if nproc_per_node > 1 and not launched():
         raise typer.Exit(launch(nproc_per_node, 1, 0, "127.0.0.1", master_port, sys.argv[1:]))
     data = DataSettings(dataset=dataset, root=root, test_list=test_list, frame_template=frame_template,
                         crop_size=crop_size, scale_size=scale_size, dense_sample=dense_sample, workers=workers)
-    run_test(TestSettings(data=data, weights=weights, arch=arch, test_segments=test_segments, test_crops=test_crops,
-                          full_res=full_res, twice_sample=twice_sample, clip_indices=clip_indices(clip_index, num_clips),
-                          num_clips=num_clips, batch_size=batch_size, output_dir=output_dir, exits=exits, amp=amp,
-                          device=device))
+    run_test(TestSettings(data=data, weights=weights, arch=arch, model_options=given, test_crops=test_crops,
+                          full_res=full_res, twice_sample=twice_sample, clip_indices=indices, num_clips=num_clips,
+                          batch_size=batch_size, output_dir=output_dir, exits=exits, amp=amp, device=device),
+             say=typer.echo)

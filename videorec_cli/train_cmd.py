@@ -6,25 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from ops.engine.config import DataSettings, TrainSettings
-
-
-def parse_options(pairs: List[str]) -> dict:
-    """``key=value`` model options; values are read as int, float, bool or string."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--model-option takes key=value, got {pair!r}")
-        for cast in (int, float):
-            try:
-                out[key.replace("-", "_")] = cast(value)
-                break
-            except ValueError:
-                continue
-        else:
-            out[key.replace("-", "_")] = {"true": True, "false": False}.get(value.lower(), value)
-    return out
+from ops.common.options import MODEL_OPTION_HELP
 
 
 def command(
@@ -41,7 +23,7 @@ def command(
     wd: float = typer.Option(5e-4, "--wd", "--weight-decay", help="Weight decay (never on BatchNorm parameters and biases)."),
     momentum: float = typer.Option(0.9, help="SGD momentum."),
     gd: Optional[float] = typer.Option(20.0, "--gd", "--clip-gradient", help="Clip the gradients' total L2 norm to this (0 = off)."),
-    npb: bool = typer.Option(False, "--npb", "--no-partialbn", help="Turn partial BN off. TSM semantics: partial BN (every BatchNorm but the first frozen) is ON unless --npb. Models without BatchNorm-based partial BN (3D models) are not affected."),
+    npb: bool = typer.Option(False, "--npb", "--no-partialbn", help="Turn partial BN off. TSM semantics: partial BN (every BatchNorm but the first frozen) is ON unless --npb, for the models that have it; on a model without partial BN (3D models) --npb is an error."),
     dropout: Optional[float] = typer.Option(None, help="Dropout before the classifier; default: the model's."),
     dense_sample: bool = typer.Option(False, "--dense-sample", help="Dense (I3D-style) sampling instead of TSN segments."),
     workers: int = typer.Option(2, "--workers", "-j", help="Data-loading worker processes per process."),
@@ -74,7 +56,7 @@ def command(
     stn_lr_ratio: Optional[float] = typer.Option(None, help="AdaFocusV2: lr multiplier of the policy network (default 0.01)."),
     classifier_lr_ratio: Optional[float] = typer.Option(None, help="AdaFocusV2: lr multiplier of the exit classifiers."),
     sample: Optional[bool] = typer.Option(None, "--sample", help="AdaFocusV2: coarse-to-fine frame order (early exit sees the whole video sooner)."),
-    model_option: List[str] = typer.Option([], "--model-option", "-m", help="Any other model builder option key=value (e.g. width_mult=0.5)."),
+    model_option: List[str] = typer.Option([], "--model-option", "-m", help=MODEL_OPTION_HELP),
     nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Processes on this node (DDP through torch.distributed.run)."),
     nnodes: int = typer.Option(1, help="Nodes taking part (DDP)."),
     node_rank: int = typer.Option(0, help="Rank of this node (DDP)."),
@@ -82,22 +64,27 @@ def command(
     master_port: int = typer.Option(29500, help="Port on node 0 (DDP)."),
 ) -> None:
     """Train ARCH on DATASET; validate, save last.pth/best.pth; resumable and interruptible."""
+    from ops.common.options import given_options
+    from ops.engine.config import DataSettings, TrainSettings
+
+    given = given_options({"--num-segments": num_segments, "--dropout": dropout, "--npb": npb or None,
+                           "--shift-div": shift_div, "--shift-place": shift_place, "--temporal-pool": temporal_pool,
+                           "--consensus": consensus, "--glance-arch": glance_arch, "--patch-size": patch_size,
+                           "--hidden-dim": hidden_dim, "--stn-hidden-dim": stn_hidden_dim,
+                           "--global-lr-ratio": global_lr_ratio, "--stn-lr-ratio": stn_lr_ratio,
+                           "--classifier-lr-ratio": classifier_lr_ratio, "--sample": sample}, model_option)
+    given.check(arch)
     from ops.engine.distributed import launch, launched
 
     if (nproc_per_node > 1 or nnodes > 1) and not launched():
         raise typer.Exit(launch(nproc_per_node, nnodes, node_rank, master_addr, master_port, sys.argv[1:]))
-    named = {"dropout": dropout, "shift_div": shift_div, "shift_place": shift_place, "temporal_pool": temporal_pool,
-             "consensus_type": consensus, "glance_arch": glance_arch, "patch_size": patch_size, "hidden_dim": hidden_dim,
-             "stn_hidden_dim": stn_hidden_dim, "global_lr_ratio": global_lr_ratio, "stn_lr_ratio": stn_lr_ratio,
-             "classifier_lr_ratio": classifier_lr_ratio, "coarse_to_fine": sample}
-    options = {**parse_options(model_option), **{k: v for k, v in named.items() if v is not None}}
     settings = TrainSettings(
         data=DataSettings(dataset=dataset, root=root, train_list=train_list, val_list=val_list,
-                          frame_template=frame_template, num_segments=num_segments, crop_size=crop_size,
-                          scale_size=scale_size, dense_sample=dense_sample, workers=workers, strict_data=strict_data),
-        arch=arch, model_options=options, pretrained=pretrained, epochs=epochs, batch_size=batch_size, lr=lr,
-        optimizer=optimizer, lr_scheduler=lr_scheduler, lr_steps=list(lr_steps), warmup_epochs=warmup_epochs, wd=wd, momentum=momentum,
-        gd=gd or None, npb=npb, eval_freq=eval_freq, tune_from=tune_from, resume=resume, seed=seed, amp=amp,
+                          frame_template=frame_template, crop_size=crop_size, scale_size=scale_size,
+                          dense_sample=dense_sample, workers=workers, strict_data=strict_data),
+        arch=arch, model_options=given.values, pretrained=pretrained, epochs=epochs, batch_size=batch_size, lr=lr,
+        optimizer=optimizer, lr_scheduler=lr_scheduler, lr_steps=list(lr_steps), warmup_epochs=warmup_epochs, wd=wd,
+        momentum=momentum, gd=gd or None, eval_freq=eval_freq, tune_from=tune_from, resume=resume, seed=seed, amp=amp,
         sync_bn=sync_bn, device=device, output_dir=output_dir, max_iters_per_epoch=max_iters_per_epoch)
     from ops.engine.trainer import TrainingInterrupted, train
 

@@ -11,34 +11,15 @@ import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
+from ops.apps.demo_settings import DemoSettings
 from ops.prep.annotations import AnnotationInputs, MediaLookup, read_annotations, write_annotations
 from ops.engine.config import DataSettings, TrainSettings
 from ops.evaluation.fusion import fuse, report
 from ops.prep.media import extract_tree
 from ops.prep.synthetic import SyntheticSettings, make_synthetic
-
-
-@dataclass
-class DemoSettings:
-    output_dir: Path = Path("demo_run")
-    archs: Sequence[str] = ("tsn_mbv2", "tsm_mbv2")
-    classes: Sequence[str] = ("move_down", "move_left", "move_right", "move_up")
-    num_videos: int = 800
-    frames: int = 16
-    size: int = 48
-    crop_size: int = 48
-    num_segments: int = 4
-    epochs: int = 12
-    lr_step: int = 9
-    batch_size: int = 16
-    lr: float = 0.002
-    width_mult: float = 0.5
-    workers: int = 2
-    seed: int = 0
 
 
 def prepare_data(s: DemoSettings, say) -> Path:
@@ -72,14 +53,14 @@ def train_and_test(arch: str, s: DemoSettings, config: str) -> Dict[str, object]
     from ops.engine.trainer import train
 
     torch.set_num_threads(1)  # one model per core: tiny convolutions gain nothing from more threads
-    data = DataSettings(dataset=config, num_segments=s.num_segments, crop_size=s.crop_size, scale_size=s.size,
-                        workers=1)
+    data = DataSettings(dataset=config, crop_size=s.crop_size, scale_size=s.size, workers=1)
     run_dir = s.output_dir / arch
     tic = time.time()
     val = train(TrainSettings(
-        data=data, arch=arch, model_options={"width_mult": s.width_mult, "dropout": 0.0}, epochs=s.epochs,
+        data=data, arch=arch, model_options={"num_segments": s.num_segments, "width_mult": s.width_mult, "dropout": 0.0,
+                                           "partial_bn": False}, epochs=s.epochs,
         batch_size=s.batch_size, lr=s.lr, optimizer="adamw", lr_scheduler="step", lr_steps=[s.lr_step],
-        warmup_epochs=0.5, wd=1e-4, npb=True, eval_freq=s.epochs, seed=s.seed, output_dir=str(run_dir),
+        warmup_epochs=0.5, wd=1e-4, eval_freq=s.epochs, seed=s.seed, output_dir=str(run_dir),
         log_prefix=arch))
     train_s = time.time() - tic
     scores_dir = run_dir / "scores"

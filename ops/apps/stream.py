@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from archs.checkpoint import read_checkpoint
 from archs.registry import InputSpec, create_model
 from ops.common.errors import UserError
-from ops.prep.media import ffmpeg_exe
-from ops.engine.tester import model_from_checkpoint
+from ops.common.options import GivenOptions
 from ops.data.transforms import Normalize
+from ops.engine.checkpoints import LoadedModel, load_model
+from ops.prep.media import ffmpeg_exe
 
 DEFAULT_ARCH = "movinet_a0_stream"
 
@@ -99,27 +99,34 @@ def default_fps(spec: InputSpec) -> float:
 
 
 def load_stream_model(arch: Optional[str], weights: Optional[str], num_classes: Optional[int],
-                      class_names: Sequence[str]) -> nn.Module:
-    """A stream model in eval mode: ``weights`` loaded strictly, or random weights when None.
+                      class_names: Sequence[str], options: Optional[GivenOptions] = None) -> LoadedModel:
+    """A stream model in eval mode with the input spec and class names to use it with:
+    ``weights`` loaded strictly (the checkpoint's model, options, classes and input spec), or
+    random weights when None.
 
     The model is ``arch``, else the checkpoint's, else ``movinet_a0_stream`` (random weights).
     The class count is ``num_classes``, else the checkpoint's, else the length of ``class_names``,
-    else 600 (the released MoViNet weights).
+    else 600 (the released MoViNet weights). ``class_names`` (a classes file) win over the
+    checkpoint's names.
     """
+    options = options or GivenOptions()
+    fallback = num_classes or len(class_names) or RELEASED_NUM_CLASSES
     if weights is None:
-        model = create_model(arch or DEFAULT_ARCH, num_classes or len(class_names) or RELEASED_NUM_CLASSES)
+        name = options.check(arch or DEFAULT_ARCH)
+        model = create_model(name, fallback, **options.values)
+        loaded = LoadedModel(model, model.input_spec, [])
     else:
-        if num_classes is None:
-            ckpt = read_checkpoint(weights)
-            if not (isinstance(ckpt, dict) and ckpt.get("num_classes")):
-                num_classes = len(class_names) or RELEASED_NUM_CLASSES
-        model, _ = model_from_checkpoint(weights, arch, num_classes, {})
+        loaded = load_model(weights, arch=arch, num_classes=num_classes, options=options, fallback_classes=fallback,
+                            classes_fix="drop --num-classes (the checkpoint says its class count)")
     try:
-        model.init_state(1)  # only stream models have a state
+        loaded.model.init_state(1)  # only stream models have a state
     except (AttributeError, ValueError):
-        raise UserError(f"{model.arch_name} is not a stream model; "
+        raise UserError(f"{loaded.model.arch_name} is not a stream model; "
                         "`videorec models 'movinet_*_stream'` lists them") from None
-    return model.eval()
+    loaded.model.eval()
+    if class_names:
+        loaded.class_names = list(class_names)
+    return loaded
 
 
 class _StateAsTuple(nn.Module):
@@ -161,11 +168,14 @@ def compile_stream_step(model: nn.Module, frame: torch.Tensor, state: State) -> 
 
 
 def stream_predictions(model: nn.Module, frames: Iterable[np.ndarray], *, fps: float, top_k: int = 5,
-                       every: float = 1.0, device: str = "cpu", compiled: bool = True) -> Iterator[Prediction]:
+                       every: float = 1.0, device: str = "cpu", compiled: bool = True,
+                       spec: Optional[InputSpec] = None) -> Iterator[Prediction]:
     """Feed ``frames`` one at a time, keeping the stream state; yield the running top-k
     every ``every`` seconds of video (``fps`` frames per second) and after the last frame.
-    ``compiled``: run the step traced (:func:`compile_stream_step`) rather than eagerly."""
-    spec: InputSpec = model.input_spec
+    ``compiled``: run the step traced (:func:`compile_stream_step`) rather than eagerly.
+    ``spec``: the input spec the frames are normalised by (default: the model's; a checkpoint's
+    trained spec from :func:`load_stream_model`)."""
+    spec = spec or model.input_spec
     normalize = Normalize(spec.mean, spec.std, spec.value_range)
     period = fps * every  # frames between two reports
     state, step, logits, count, reported = None, model, None, 0, 0

@@ -1,24 +1,60 @@
-"""Training checkpoints: written atomically, read with ``weights_only=True``.
+"""Checkpoints: written atomically, read with ``weights_only=True``, describing themselves.
 
-A checkpoint holds everything to continue exactly: model (without DDP's
-``module.`` prefix), optimizer, schedule iteration, AMP scaler, epoch and step
-inside it, best metric, RNG states, the resolved settings and the class names.
+A training checkpoint holds everything to continue exactly (model without DDP's
+``module.`` prefix, optimizer, schedule iteration, AMP scaler, epoch and step inside
+it, best metric, RNG states, the resolved settings) and what it takes to use the model
+without any flag (:func:`model_metadata`): the model name, its resolved options, the
+class count and names, and the input spec it was trained with. :func:`load_model`
+rebuilds a model from such a file (or from a released one, given ``arch``).
 """
 from __future__ import annotations
 
+import os
+import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
+from torch import nn
 
-from archs.checkpoint import read_checkpoint
+from archs.checkpoint import drop_classifier, extract_state_dict, load_state_dict_strict, read_checkpoint
+from archs.registry import InputSpec, create_model
 from ops.common.errors import UserError
 from ops.common.fileio import atomic_open
+from ops.common.options import GivenOptions
+
+# ops.common.fileio.atomic_open's temporary files: ".NAME.tmp-PID"
+TMP_PATTERN = re.compile(r"^\..+\.tmp-(\d+)$")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
     with atomic_open(Path(path), "wb") as fh:
         torch.save(state, fh)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> List[Path]:
+    """Delete the temporary files :func:`~ops.common.fileio.atomic_open` left in ``folder`` when
+    its process died mid-write (``.NAME.tmp-PID`` with no process PID). Returns them."""
+    removed = []
+    if not Path(folder).is_dir():
+        return removed
+    for path in Path(folder).iterdir():
+        match = TMP_PATTERN.match(path.name)
+        if match and path.is_file() and not pid_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def rng_state() -> dict:
@@ -52,3 +88,84 @@ def load_training_state(path: Path) -> dict:
     if not isinstance(state, dict) or "model" not in state or "optimizer" not in state:
         raise UserError(f"{path}: not a videorec training checkpoint (use --tune-from or --pretrained for weights)")
     return state
+
+
+def model_metadata(model: nn.Module, num_classes: int, class_names: List[str], spec: InputSpec) -> dict:
+    """What a checkpoint records to rebuild and feed ``model`` with no flags: ``arch``,
+    ``model_options`` (resolved, defaults included), ``num_classes``, ``class_names`` and
+    ``input_spec`` (segments, frames per segment, sampling, crop, scale, mean/std, value range)."""
+    return {"arch": model.arch_name, "model_options": dict(model.model_options), "num_classes": num_classes,
+            "class_names": list(class_names), "input_spec": asdict(spec)}
+
+
+def stored_spec(ckpt: dict) -> Optional[InputSpec]:
+    """The input spec a checkpoint was trained with (None when it does not say)."""
+    saved = ckpt.get("input_spec")
+    if not saved:
+        return None
+    return InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from a checkpoint (CPU, weights loaded strictly)."""
+
+    model: nn.Module
+    spec: InputSpec               # the trained input spec; segments follow the model's options
+    class_names: List[str]
+    notes: List[str] = field(default_factory=list)  # "--flag X overrides the checkpoint's Y", one per override
+
+
+def override_note(flag: str, stored: object) -> str:
+    return f"{flag} overrides the checkpoint's {stored}"
+
+
+def load_model(path: str, *, arch: Optional[str] = None, num_classes: Optional[int] = None,
+               options: Optional[GivenOptions] = None, fallback_classes: Optional[int] = None,
+               classes_from: str = "--num-classes", classes_fix: str = "drop --num-classes") -> LoadedModel:
+    """Rebuild the model of checkpoint ``path``: its model, options, class count, class names
+    and input spec come from the file; ``arch``, ``num_classes`` and ``options`` (the user's
+    flags) are needed only for files that do not say them, and override what the file says
+    (each override gives a note). A class count that differs from the file's is a
+    :class:`UserError` saying ``classes_from`` and ``classes_fix`` (flags the command has);
+    ``fallback_classes`` is the class count of a file that says neither."""
+    options = options or GivenOptions()
+    ckpt = read_checkpoint(path)
+    notes: List[str] = []
+    stored_arch = ckpt.get("arch")
+    if arch and stored_arch and arch != stored_arch:
+        notes.append(override_note(f"--arch {arch}", stored_arch))
+    arch = arch or stored_arch
+    if not arch:
+        raise UserError(f"{path}: the checkpoint does not say its model; pass --arch")
+    name = options.check(arch)
+    stored: Dict[str, object] = dict(ckpt.get("model_options") or {}) if name == stored_arch else {}
+    for key, value in options.values.items():
+        if key in stored and stored[key] != value:
+            notes.append(override_note(options.flags[key], stored[key]))
+    stored_classes = ckpt.get("num_classes")
+    if stored_classes and num_classes is not None and num_classes != stored_classes:
+        raise UserError(f"{path}: the checkpoint has {stored_classes} classes but {classes_from} has {num_classes}; "
+                        f"{classes_fix}")
+    num_classes = stored_classes or num_classes or fallback_classes
+    if num_classes is None:
+        raise UserError(f"{path}: the checkpoint does not say its class count; pass {classes_from}")
+    model = create_model(name, num_classes, **{**stored, **options.values})
+    state = extract_state_dict(ckpt)
+    check_classifier(model, state, path, classes_from, classes_fix)
+    load_state_dict_strict(model, state, source=path)
+    spec = (stored_spec(ckpt) or model.input_spec).replace(num_segments=model.input_spec.num_segments)
+    return LoadedModel(model, spec, list(ckpt.get("class_names") or []), notes)
+
+
+def check_classifier(model: nn.Module, state: Dict[str, torch.Tensor], path: str, classes_from: str,
+                     classes_fix: str) -> None:
+    """A :class:`UserError` when the weights' classifier has another class count than ``model``
+    (a released file that does not say its class count)."""
+    convert: Optional[Callable] = getattr(model, "convert_state_dict", None)
+    converted = convert(dict(state)) if convert else dict(state)
+    remaining = dict(converted)
+    dropped = drop_classifier(model, remaining)
+    if dropped:
+        raise UserError(f"{path}: the checkpoint's classifier has {converted[dropped[0]].shape[0]} classes but "
+                        f"{classes_from} has {model.get_classifier().weight.shape[0]}; {classes_fix}")

@@ -19,7 +19,6 @@ class DataSettings:
     val_list: Optional[str] = None
     test_list: Optional[str] = None
     frame_template: Optional[str] = None
-    num_segments: Optional[int] = None
     crop_size: Optional[int] = None
     scale_size: Optional[int] = None
     dense_sample: bool = False
@@ -30,6 +29,9 @@ class DataSettings:
 
 @dataclass
 class TrainSettings:
+    """A training run. ``model_options``: the options the user gave (``-m`` and the named flags,
+    e.g. ``num_segments``, ``partial_bn``); the model's defaults fill the rest."""
+
     data: DataSettings
     arch: str
     model_options: Dict[str, object] = field(default_factory=dict)
@@ -44,7 +46,6 @@ class TrainSettings:
     wd: float = 5e-4
     momentum: float = 0.9
     gd: Optional[float] = 20.0
-    npb: bool = False
     eval_freq: int = 5
     tune_from: Optional[str] = None
     resume: Optional[str] = None

@@ -10,29 +10,33 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
-import torch
 
-from archs.checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
-from archs.registry import InputSpec, create_model
-from ops.engine.config import DataSettings
-from ops.data.loader import ViewSettings, build_dataset, dataset_config, resolve_spec
-from ops.engine.distributed import DistInfo, init_distributed
+from archs.registry import InputSpec
 from ops.common.errors import UserError
+from ops.common.fileio import check_output_dir
+from ops.common.options import GivenOptions
+from ops.data.loader import ViewSettings, build_dataset, dataset_config, resolve_spec
+from ops.engine.checkpoints import load_model, override_note
+from ops.engine.config import DataSettings
+from ops.engine.distributed import init_distributed
 from ops.engine.inference import predict
 from ops.evaluation.metrics import mean_average_precision, softmax, topk_accuracy
 from ops.evaluation.scores import ScoreFile, write_scores
-from ops.engine.trainer import builder_options
 
 
 @dataclass
 class TestSettings:
+    """A test run. The model, its options, class names and input spec come from the checkpoint;
+    ``arch`` and ``model_options`` (``-m``, ``--test-segments``) are for files that do not say
+    them, or override what they say."""
+
     data: DataSettings
     weights: str
     arch: Optional[str] = None
-    test_segments: Optional[int] = None
+    model_options: GivenOptions = field(default_factory=GivenOptions)
     test_crops: int = 1
     full_res: bool = False
     twice_sample: bool = False
@@ -43,51 +47,34 @@ class TestSettings:
     exits: bool = False
     amp: bool = False
     device: str = "auto"
-    model_options: Dict[str, object] = field(default_factory=dict)
 
 
-def model_from_checkpoint(path: str, arch: Optional[str], num_classes: Optional[int],
-                          options: Dict[str, object]) -> tuple:
-    """Rebuild the model a checkpoint was trained with (our checkpoints carry arch and
-    options) or ``arch`` for a released one; strict loading. Returns (model, checkpoint)."""
-    ckpt = read_checkpoint(path)
-    saved = ckpt.get("settings", {})
-    arch = arch or ckpt.get("arch")
-    if not arch:
-        raise UserError(f"{path}: the checkpoint does not say its model; pass --arch")
-    num_classes = num_classes if num_classes is not None else ckpt.get("num_classes")
-    if num_classes is None:
-        raise UserError(f"{path}: the checkpoint does not say its class count; pass a dataset")
-    trained = dict(saved.get("model_options", {}))
-    if saved.get("data", {}).get("num_segments"):
-        trained.setdefault("num_segments", saved["data"]["num_segments"])
-    trained.update({k: v for k, v in options.items() if v is not None})
-    model = create_model(arch, num_classes, **builder_options(arch, trained))
-    load_state_dict_strict(model, extract_state_dict(ckpt), source=path)
-    return model, ckpt
+def spec_notes(trained: InputSpec, data: DataSettings) -> List[str]:
+    """One line per data flag that changes the checkpoint's input spec."""
+    notes = [override_note(f"{flag} {value}", getattr(trained, key))
+             for flag, key, value in (("--crop-size", "crop_size", data.crop_size),
+                                      ("--scale-size", "scale_size", data.scale_size))
+             if value is not None and value != getattr(trained, key)]
+    if data.dense_sample and trained.sampling != "dense":
+        notes.append(override_note("--dense-sample", f"{trained.sampling} sampling"))
+    return notes
 
 
-def trained_spec(model, ckpt: dict) -> InputSpec:
-    """The input spec a checkpoint was trained with (crop, scale, sampling), else the model's;
-    the segment count is the model's (``--test-segments``)."""
-    saved = ckpt.get("settings", {}).get("input_spec")
-    if not saved:
-        return model.input_spec
-    spec = InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
-    return spec.replace(num_segments=model.input_spec.num_segments)
-
-
-def run_test(settings: TestSettings) -> List[Dict[str, float]]:
+def run_test(settings: TestSettings, say: Callable[[str], None] = print) -> List[Dict[str, float]]:
     """Write one score file per clip index; returns the metrics printed for each."""
+    out_dir = check_output_dir(Path(settings.output_dir), "score folder")
     info = init_distributed(settings.device)
     cfg = dataset_config(settings.data)
-    model, ckpt = model_from_checkpoint(settings.weights, settings.arch, cfg.num_classes,
-                                        {**settings.model_options, "num_segments": settings.test_segments})
-    model.to(info.device)
-    spec = resolve_spec(trained_spec(model, ckpt), settings.data)
+    loaded = load_model(settings.weights, arch=settings.arch, num_classes=cfg.num_classes,
+                        options=settings.model_options, classes_from=f"dataset {cfg.name}",
+                        classes_fix="test it on the dataset it was trained on")
+    model = loaded.model.to(info.device)
     if settings.exits and not hasattr(model, "forward_exits"):
         raise UserError(f"{model.arch_name} has no per-frame exits (forward_exits); drop --exits")
-    out_dir = Path(settings.output_dir)
+    spec = resolve_spec(loaded.spec, settings.data)
+    if info.is_main:
+        for note in loaded.notes + spec_notes(loaded.spec, settings.data):
+            say(note)
     results = []
     for clip_index in settings.clip_indices:
         views = ViewSettings(settings.test_crops, settings.full_res, clip_index, settings.num_clips, settings.twice_sample)
@@ -99,15 +86,16 @@ def run_test(settings: TestSettings) -> List[Dict[str, float]]:
         if info.is_main:
             ids = [dataset.records[i].path for i in preds.indices]
             scores = ScoreFile(ids, preds.targets, preds.logits, clip_index, settings.num_clips,
-                               {**asdict(settings), "input_spec": spec.__dict__, "num_classes": cfg.num_classes,
-                                "skipped": preds.bad}, preds.exit_logits)
+                               {**asdict(settings), "arch": model.arch_name, "model_options": dict(model.model_options),
+                                "input_spec": asdict(spec), "num_classes": cfg.num_classes, "skipped": preds.bad},
+                               preds.exit_logits)
             path = out_dir / f"scores_clip{clip_index}of{settings.num_clips}.pkl"
             write_scores(path, scores)
             skipped = f", {len(preds.bad)} unreadable skipped" if preds.bad else ""
-            print(f"clip {clip_index} of {settings.num_clips}: {len(ids)} videos x {preds.logits.shape[1]} views{skipped}: "
-                  + " ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + f" -> {path}")
+            say(f"clip {clip_index} of {settings.num_clips}: {len(ids)} videos x {preds.logits.shape[1]} views{skipped}: "
+                + " ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + f" -> {path}")
             for line in preds.bad:
-                print(f"  skipped: {line}")
+                say(f"  skipped: {line}")
     return results
 
 

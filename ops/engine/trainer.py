@@ -8,28 +8,31 @@ SIGTERM/SIGINT save ``last.pth`` (with the position inside the epoch) and stop;
 """
 from __future__ import annotations
 
-import inspect
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from archs.checkpoint import drop_classifier, extract_state_dict, load_state_dict_strict, read_checkpoint
-from archs.registry import create_model, get_entry
-from dataset_configs import read_class_names
-from ops.engine.checkpoints import load_training_state, resume_path, rng_state, save_checkpoint, set_rng_state
+from archs.registry import InputSpec, create_model, model_options, training_loss
+from dataset_configs import DatasetConfig, read_class_names
+from ops.common.fileio import check_output_dir
+from ops.engine.checkpoints import (load_training_state, model_metadata, remove_stale_temporaries, resume_path,
+                                    rng_state, save_checkpoint, set_rng_state)
 from ops.engine.config import TrainSettings, write_json
 from ops.data.loader import TrainSampler, batch_targets, build_dataset, dataset_config, make_loader, model_input, resolve_spec
 from ops.engine.distributed import DistInfo, any_rank, init_distributed
 from ops.common.errors import UserError
-from ops.engine.inference import autocast, predict, unwrap
+from ops.engine.inference import autocast, predict
 from ops.evaluation.metrics import mean_average_precision, topk_accuracy
 from ops.engine.optim import LRSchedule, make_optimizer, param_groups
 from ops.common.runlog import BadSamples, RunLog, progress
+from ops.data.dataset import VideoDataset
 from ops.data.sources import SourceError
 
 
@@ -47,41 +50,36 @@ class TrainingInterrupted(Exception):
         self.signum = signum
 
 
-# set by the dataset (or score files) and by --pretrained, never by --model-option
-NOT_MODEL_OPTIONS = ("num_classes", "pretrained")
+# TSM semantics: partial BN is on unless --npb (for the models that have it)
+TRAIN_DEFAULTS = {"partial_bn": True}
 
 
-def builder_options(arch: str, options: Dict[str, object]) -> Dict[str, object]:
-    """The ``options`` the model's builder accepts (the others are dropped)."""
-    builder = get_entry(arch).builder
-    target = builder.__init__ if inspect.isclass(builder) else builder
-    params = inspect.signature(target).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return dict(options)
-    return {k: v for k, v in options.items() if k in params}
+class TrainingObjective(nn.Module):
+    """A model and its criterion as one module: ``forward(x, target) -> (loss, logits (N, K))``
+    through :func:`archs.registry.training_loss` (the model's own objective, else the criterion
+    on its logits). Wrapping this module in DDP makes DDP's forward hooks run around it.
+
+    x: (N, C, T, H, W); target: (N,) class indices or (N, K) multi-hot.
+    """
+
+    def __init__(self, model: nn.Module, criterion: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return training_loss(self.model, x, target, self.criterion)
 
 
-def checked_options(arch: str, generic: Dict[str, object], explicit: Dict[str, object]) -> Dict[str, object]:
-    """``generic`` options the builder takes, overridden by the user's ``explicit`` ones (``-m``),
-    each of which must be one the builder takes (else :class:`UserError`)."""
-    misplaced = sorted(set(explicit) & set(NOT_MODEL_OPTIONS))
-    if misplaced:
-        raise UserError(f"--model-option {misplaced[0]} is not a model option (it comes from the dataset or "
-                        "--pretrained)")
-    options = builder_options(arch, {**generic, **explicit})
-    unknown = set(explicit) - set(options)
-    if unknown:
-        raise UserError(f"{arch} does not take option(s) {sorted(unknown)}")
-    return options
-
-
-def build_model(settings: TrainSettings, num_classes: int, log: Optional[RunLog] = None) -> tuple:
-    """The model and whether its classifier is new on a pretrained backbone (for x5/x10 lr)."""
-    generic = {"num_segments": settings.data.num_segments, "partial_bn": not settings.npb}
-    options = checked_options(settings.arch, generic, settings.model_options)
+def build_model(settings: TrainSettings, num_classes: int) -> Tuple[nn.Module, bool, List[str]]:
+    """The model, whether its classifier is new on a pretrained backbone (for x5/x10 lr) and
+    messages for the run log."""
+    takes = model_options(settings.arch)
+    options = {**{k: v for k, v in TRAIN_DEFAULTS.items() if k in takes}, **settings.model_options}
     pretrained = None if settings.tune_from else settings.pretrained
     model = create_model(settings.arch, num_classes, pretrained=pretrained, **options)
     new_classifier = settings.pretrained == "imagenet" and not settings.tune_from
+    messages = []
     if settings.tune_from:
         state = extract_state_dict(read_checkpoint(settings.tune_from))
         convert = getattr(model, "convert_state_dict", None)
@@ -90,25 +88,16 @@ def build_model(settings: TrainSettings, num_classes: int, log: Optional[RunLog]
         if dropped:
             new_classifier = True
             own = model.state_dict()
-            missing = {k: own[k] for k in dropped}
-            state.update(missing)  # keep the fresh classifier
-            if log:
-                log.info(f"--tune-from: classifier of {settings.tune_from} dropped (another class count; "
-                         f"{', '.join(dropped)}); a new one is trained")
+            state.update({k: own[k] for k in dropped})  # keep the fresh classifier
+            messages.append(f"--tune-from: classifier of {settings.tune_from} dropped (another class count; "
+                            f"{', '.join(dropped)}); a new one is trained")
         load_state_dict_strict(model, state, source=settings.tune_from)
-    return model, new_classifier
+    return model, new_classifier, messages
 
 
-def loss_fn(multi_label: bool):
-    """CE for single-label, BCE-with-logits for multi-label; (N, E, K) outputs average over exits."""
-    criterion = nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss()
-
-    def compute(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if out.ndim == 3:
-            return torch.stack([criterion(out[:, e], target) for e in range(out.shape[1])]).mean()
-        return criterion(out, target)
-
-    return compute
+def criterion_for(multi_label: bool) -> nn.Module:
+    """Cross-entropy for single-label datasets, BCE-with-logits for multi-label ones."""
+    return nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss()
 
 
 def video_metrics(logits: np.ndarray, targets: np.ndarray, multi_label: bool) -> Dict[str, float]:
@@ -139,45 +128,77 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+@dataclass
+class Prepared:
+    """Everything checked and built before the run folder is created."""
+
+    cfg: DatasetConfig
+    class_names: List[str]
+    model: nn.Module
+    new_classifier: bool
+    messages: List[str]
+    spec: InputSpec
+    train_set: VideoDataset
+    val_set: VideoDataset
+    resume: Optional[Path]
+
+
+def prepare(settings: TrainSettings) -> Prepared:
+    """Check the output folder, the dataset and its lists, the model and its options and the
+    weight files, and build the model and datasets; nothing is written. Raises the user error
+    of the first problem."""
+    out_dir = check_output_dir(Path(settings.output_dir), "run folder")
+    cfg = dataset_config(settings.data)
+    classes_file = Path(cfg.root) / cfg.classes_file
+    class_names = read_class_names(classes_file) if classes_file.is_file() else []
+    model, new_classifier, messages = build_model(settings, cfg.num_classes)
+    spec = resolve_spec(model.input_spec, settings.data)
+    train_set = build_dataset(settings.data, spec, "train", "train", cfg=cfg)
+    val_set = build_dataset(settings.data, spec, "val", "val", cfg=cfg)
+    return Prepared(cfg, class_names, model, new_classifier, messages, spec, train_set, val_set,
+                    resume_path(settings.resume, out_dir))
+
+
 def train(settings: TrainSettings) -> Dict[str, float]:
+    """Train as ``settings`` say; returns the last validation metrics and the best one."""
     info = init_distributed(settings.device)
+    torch.manual_seed(settings.seed)
+    prepared = prepare(settings)
     out_dir = Path(settings.output_dir)
     log = RunLog(out_dir, info.is_main, prefix=settings.log_prefix)
     try:
-        return _train(settings, info, out_dir, log)
+        if info.is_main:
+            for path in remove_stale_temporaries(out_dir):
+                log.info(f"removed {path.name}, left by a process that died while writing")
+        for message in prepared.messages:
+            log.info(message)
+        return _train(settings, prepared, info, out_dir, log)
     except SourceError as exc:  # strict mode, or a dataset where nothing reads
         raise UserError(last_line(exc)) from None
     finally:
         log.close()
 
 
-def _train(settings: TrainSettings, info: DistInfo, out_dir: Path, log: RunLog) -> Dict[str, float]:
-    torch.manual_seed(settings.seed)
-    cfg = dataset_config(settings.data)
-    classes_file = Path(cfg.root) / cfg.classes_file
-    class_names = read_class_names(classes_file) if classes_file.is_file() else []
-    model, new_classifier = build_model(settings, cfg.num_classes, log)
-    spec = resolve_spec(model.input_spec, settings.data)
-    train_set = build_dataset(settings.data, spec, "train", "train", cfg=cfg)
-    val_set = build_dataset(settings.data, spec, "val", "val", cfg=cfg)
-    resolved = {**settings.to_dict(), "num_classes": cfg.num_classes, "input_spec": spec.__dict__,
-                "dataset_config": cfg.to_dict(), "world_size": info.world_size}
+def _train(settings: TrainSettings, prepared: Prepared, info: DistInfo, out_dir: Path, log: RunLog) -> Dict[str, float]:
+    cfg, model, spec, train_set, val_set = prepared.cfg, prepared.model, prepared.spec, prepared.train_set, prepared.val_set
+    metadata = model_metadata(model, cfg.num_classes, prepared.class_names, spec)
+    resolved = {**settings.to_dict(), **metadata, "dataset_config": cfg.to_dict(), "world_size": info.world_size}
     if info.is_main:
         write_json(out_dir / "settings.json", resolved)
-        log.info(f"{settings.arch} on {cfg.name}: {len(train_set)} train / {len(val_set)} val videos, "
+        log.info(f"{model.arch_name} on {cfg.name}: {len(train_set)} train / {len(val_set)} val videos, "
                  f"{cfg.num_classes} classes, {info.world_size} process(es) on {info.device}")
 
     model.to(info.device)
     if settings.sync_bn and info.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    groups = param_groups(model, settings.wd, new_classifier)
+    groups = param_groups(model, settings.wd, prepared.new_classifier)
     optimizer = make_optimizer(settings.optimizer, groups, settings.lr, settings.momentum)
     scaler = torch.amp.GradScaler(info.device.type, enabled=settings.amp and info.device.type == "cuda")
-    net = model
+    objective: nn.Module = TrainingObjective(model, criterion_for(cfg.multi_label))
     if info.distributed:
         ids = [info.local_rank] if info.device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids,
-                                                  find_unused_parameters=getattr(model, "has_unused_parameters", False))
+        objective = nn.parallel.DistributedDataParallel(
+            objective, device_ids=ids, find_unused_parameters=getattr(model, "has_unused_parameters", False))
 
     sampler = TrainSampler(len(train_set), info, settings.seed)
     per_rank = len(sampler)
@@ -189,7 +210,7 @@ def _train(settings: TrainSettings, info: DistInfo, out_dir: Path, log: RunLog) 
                           settings.warmup_epochs)
 
     start_epoch, start_step, iteration, best = 0, 0, 0, -1.0
-    ckpt_path = resume_path(settings.resume, out_dir)
+    ckpt_path = prepared.resume
     if ckpt_path is not None:
         state = load_training_state(ckpt_path)
         load_state_dict_strict(model, state["model"], source=str(ckpt_path))
@@ -200,12 +221,10 @@ def _train(settings: TrainSettings, info: DistInfo, out_dir: Path, log: RunLog) 
         log.info(f"resumed from {ckpt_path}: epoch {start_epoch}, step {start_step}")
 
     def snapshot(epoch: int, step: int) -> dict:
-        return {"model": unwrap(net).state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "epoch": epoch, "step": step, "iteration": iteration, "best_metric": best, "rng": rng_state(),
-                "arch": settings.arch, "num_classes": cfg.num_classes, "class_names": class_names,
-                "settings": resolved}
+                **metadata, "settings": resolved}
 
-    compute_loss = loss_fn(cfg.multi_label)
     bad = BadSamples(log)
     metric_name = "mAP" if cfg.multi_label else "top1"
     result: Dict[str, float] = {}
@@ -216,7 +235,7 @@ def _train(settings: TrainSettings, info: DistInfo, out_dir: Path, log: RunLog) 
             train_set.set_epoch(epoch, settings.seed)
             loader = make_loader(train_set, settings.batch_size, settings.data.workers, sampler=sampler,
                                  drop_last=drop_last, seed=settings.seed + epoch)
-            net.train()
+            objective.train()
             tic, seen, loss_sum, top1_sum = time.time(), 0, 0.0, 0.0
             step = skip
             lr = schedule.apply(optimizer, iteration)  # defined even when a resumed epoch has no steps left
@@ -227,8 +246,7 @@ def _train(settings: TrainSettings, info: DistInfo, out_dir: Path, log: RunLog) 
                 x = model_input(batch, train_set, info.device).flatten(0, 1)
                 y = batch_targets(batch, info.device)
                 with autocast(info.device, settings.amp):
-                    outputs = net(x)
-                    loss = compute_loss(outputs.float(), y)
+                    loss, logits = objective(x, y)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if settings.gd:
@@ -242,8 +260,7 @@ def _train(settings: TrainSettings, info: DistInfo, out_dir: Path, log: RunLog) 
                 seen += len(y)
                 loss_sum += loss.item() * len(y)
                 if not cfg.multi_label:
-                    final = outputs[:, -1] if outputs.ndim == 3 else outputs
-                    top1_sum += topk_accuracy(final.detach().float().cpu().numpy(), y.cpu().numpy(), (1,))[1] * len(y)
+                    top1_sum += topk_accuracy(logits.detach().float().cpu().numpy(), y.cpu().numpy(), (1,))[1] * len(y)
                 if any_rank(stop.signum != 0, info):
                     if info.is_main:
                         save_checkpoint(out_dir / "last.pth", snapshot(epoch, step))
@@ -258,7 +275,7 @@ def _train(settings: TrainSettings, info: DistInfo, out_dir: Path, log: RunLog) 
                      + (f" train top-1 {train_stats['acc/train_top1']:.2f}" if not cfg.multi_label else ""))
             is_best = False
             if (epoch + 1) % settings.eval_freq == 0 or epoch + 1 == settings.epochs:
-                preds = predict(net, val_set, info, batch_size=settings.batch_size, workers=settings.data.workers,
+                preds = predict(model, val_set, info, batch_size=settings.batch_size, workers=settings.data.workers,
                                 amp=settings.amp, desc="val")
                 bad.add(preds.bad)
                 result = video_metrics(preds.logits.mean(1), preds.targets, cfg.multi_label)

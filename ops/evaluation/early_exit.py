@@ -31,6 +31,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ops.common.errors import UserError
+from ops.common.options import GivenOptions
 from ops.evaluation.metrics import mean_average_precision, softmax, topk_accuracy
 
 CONFIDENCES = ("softmax", "logit", "entropy")
@@ -60,19 +61,22 @@ def exit_proportions(p: float, num_exits: int) -> np.ndarray:
 
 
 def per_exit_gmacs(arch: str, num_exits: int, num_classes: int, crop_size: Optional[int] = None,
-                   options: Optional[Dict[str, object]] = None) -> float:
+                   options: Optional[GivenOptions] = None, stored: Optional[Dict[str, object]] = None) -> float:
     """GMACs one more frame costs: a view of ``arch`` built with ``num_exits`` segments,
-    profiled on the meta device (no weights, no compute), divided by ``num_exits``."""
+    profiled on the meta device (no weights, no compute), divided by ``num_exits``.
+    ``options``: the user's model options (``-m``), checked against the model; ``stored``: the
+    resolved options a score file recorded for ``arch`` (the user's win)."""
     from archs.profile import profile_model
-    from ops.engine.trainer import checked_options
 
-    options = options or {}
-    if options.get("num_segments", num_exits) != num_exits:
-        raise UserError(f"the scores have {num_exits} exits but --model-option num_segments={options['num_segments']}")
-    options = checked_options(arch, {"num_segments": num_exits}, options)
-    gmacs = profile_model(arch, num_classes, crop_size, **options).gmacs
+    options = options or GivenOptions()
+    name = options.check(arch)
+    if options.values.get("num_segments", num_exits) != num_exits:
+        raise UserError(f"the scores have {num_exits} exits but {options.flags['num_segments']} asks for "
+                        f"{options.values['num_segments']}; drop it")
+    built = {**(stored or {}), **options.values, "num_segments": num_exits}
+    gmacs = profile_model(name, num_classes, crop_size, **built).gmacs
     if gmacs is None:
-        raise UserError(f"{arch}: its GMACs cannot be measured on the meta device; give --gflops-per-exit instead")
+        raise UserError(f"{name}: its GMACs cannot be measured on the meta device; give --gflops-per-exit instead")
     return gmacs / num_exits
 
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from ops.evaluation.early_exit import (OperatingPoint, Split, best_under_budget, curve, exit_costs, holdout_split, metric_name,
                             per_exit_gmacs, static_points)
 from ops.common.errors import UserError
-from ops.common.fileio import atomic_open, write_text_atomic
+from ops.common.fileio import atomic_open, check_output_dir, write_text_atomic
+from ops.common.options import GivenOptions
 from ops.evaluation.scores import ScoreFile, read_scores
 
 
@@ -116,16 +117,24 @@ def summary_lines(dynamic: List[OperatingPoint], static: List[OperatingPoint], n
 
 def early_exit_report(*, eval_scores: str, fit_scores: Optional[str], holdout: float, seed: int, confidence: str,
                       gflops_per_exit: Optional[float], arch: Optional[str], crop_size: Optional[int],
-                      model_options: Dict[str, object], budget_gflops: Optional[float], output_dir: str) -> str:
+                      model_options: GivenOptions, budget_gflops: Optional[float], output_dir: str) -> str:
     """Fit, evaluate and write the curve to ``output_dir``; returns the text summary.
 
-    The per-exit cost is ``gflops_per_exit``, or when that is None, measured for
-    ``arch`` (with ``crop_size`` and ``model_options``) by :func:`per_exit_gmacs`.
+    The per-exit cost is ``gflops_per_exit``, or when that is None, measured by
+    :func:`per_exit_gmacs` for ``arch`` (with ``crop_size`` and ``model_options``), else for
+    the model, options and crop the score file records (``videorec test`` writes them).
     """
+    check_output_dir(Path(output_dir))
     fit, evaluation, fit_source = load_splits(eval_scores, fit_scores, holdout, seed, confidence)
     num_exits, num_classes = evaluation.logits.shape[1:]
     if gflops_per_exit is None:
-        gflops_per_exit = per_exit_gmacs(arch, num_exits, num_classes, crop_size, model_options)
+        recorded = read_scores(eval_scores).settings if arch is None else {}
+        arch = arch or recorded.get("arch")
+        if not arch:
+            raise UserError(f"{eval_scores}: the score file does not say its model; give --arch or --gflops-per-exit")
+        crop_size = crop_size or recorded.get("input_spec", {}).get("crop_size")
+        gflops_per_exit = per_exit_gmacs(arch, num_exits, num_classes, crop_size, model_options,
+                                         recorded.get("model_options"))
     costs = exit_costs(gflops_per_exit, num_exits)
     name = metric_name(evaluation.labels)
 
