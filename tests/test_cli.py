@@ -35,3 +35,11 @@ def test_user_error_is_one_line_and_nonzero(tmp_path):
     done = subprocess.run([sys.executable, "-m", "videorec_cli.main", "train", "kinetics", "--arch", "nope"],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "unknown model 'nope'" in done.stderr
+
+
+def test_the_cli_imports_no_torch_until_a_command_runs():
+    """`videorec --help` and every subcommand's --help stay fast: nothing heavy is imported with the app."""
+    heavy = ("torch", "torchvision", "archs", "ops.engine.trainer", "ops.engine.tester", "ops.data.loader")
+    done = subprocess.run([sys.executable, "-c", "import sys, videorec_cli.main; "
+                           f"print(sorted(set({heavy!r}) & set(sys.modules)))"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr

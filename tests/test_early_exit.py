@@ -162,11 +162,21 @@ def test_cli_rejects_scores_without_exits(tmp_path):
 
 
 @pytest.mark.parametrize("option, message", [("num_classes=4", "not a model option"),
-                                             ("width=3", "does not take"),
+                                             ("width=3", "-m width=3 does not apply to tsn_r18; it takes: consensus_type"),
                                              ("num_segments=7", "exits but")])
 def test_cli_rejects_model_options_that_cannot_apply(tsn_score_files, tmp_path, option, message):
     _, val = tsn_score_files
     result = runner.invoke(app, ["early-exit", "--eval-scores", val, "--holdout", "0.5", "--arch", "tsn_r18",
                                  "-m", option, "-o", str(tmp_path / "ee")])
     assert isinstance(result.exception, UserError) and message in str(result.exception)
+    assert not (tmp_path / "ee").exists()
+
+
+def test_cli_cost_from_the_score_file_or_one_source_only(tsn_score_files, tmp_path):
+    _, val = tsn_score_files  # written without a model record
+    result = runner.invoke(app, ["early-exit", "--eval-scores", val, "-o", str(tmp_path / "ee")])
+    assert isinstance(result.exception, UserError) and "does not say its model; give --arch or --gflops-per-exit" in str(
+        result.exception)
+    both = runner.invoke(app, ["early-exit", "--eval-scores", val, "--gflops-per-exit", "1", "--arch", "tsn_r18"])
+    assert both.exit_code == 2 and "drop --arch/--crop-size/-m" in both.output
     assert not (tmp_path / "ee").exists()

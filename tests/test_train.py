@@ -3,9 +3,9 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +42,14 @@ def weights(path):
 def test_resume_gives_the_same_weights(tiny_dataset, tmp_path):
     train(tiny_dataset, tmp_path / "straight", "--epochs", 2)
     train(tiny_dataset, tmp_path / "split", "--epochs", 1)
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()  # its PID names no process now
+    stale, live = tmp_path / "split" / f".last.pth.tmp-{dead.pid}", tmp_path / "split" / f".notes.txt.tmp-{os.getpid()}"
+    stale.write_bytes(b"half a checkpoint")
+    live.write_bytes(b"being written")
     out = train(tiny_dataset, tmp_path / "split", "--epochs", 2, "--resume", "auto")
     assert "resumed from" in out.output
+    assert f"removed {stale.name}" in out.output and not stale.exists() and live.exists()
     a, b = weights(tmp_path / "straight" / "last.pth"), weights(tmp_path / "split" / "last.pth")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     settings = json.loads((tmp_path / "straight" / "settings.json").read_text())
@@ -90,8 +96,10 @@ def test_checkpoint_for_another_class_count(tiny_dataset, tmp_path):
         shutil.copy(Path(tiny_dataset).parent / name, tmp_path / "five" / name)
     config["root"] = str(tmp_path / "five")
     five.write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="checkpoint has 4 classes, model 5"):
-        cli("test", five, "--weights", tmp_path / "run" / "last.pth", "--workers", 0)
+    with pytest.raises(UserError, match="checkpoint has 4 classes but dataset tiny has 5; test it on the dataset it "
+                                        "was trained on") as failure:
+        cli("test", five, "--weights", tmp_path / "run" / "last.pth", "--workers", 0, "-o", tmp_path / "s")
+    assert "--tune-from" not in str(failure.value)  # a flag `test` does not have
     out = train(five, tmp_path / "tuned", "--epochs", 1, "--tune-from", tmp_path / "run" / "last.pth")
     assert "classifier of" in out.output and "dropped" in out.output
 
@@ -123,13 +131,12 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tiny_dataset, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "videorec_cli.main", "train", str(tiny_dataset), *TINY, "-o", str(out),
            "--epochs", "200", "--eval-freq", "1000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    log = out / "log.txt"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (log.is_file() and "epoch 0:" in log.read_text()):
-        time.sleep(0.5)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    for line in proc.stdout:  # blocks until the run reports its first epoch: the signal handler is in place
+        if "epoch 0:" in line:
+            break
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    err, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "checkpoint saved" in err and "Traceback" not in err
     state = torch.load(out / "last.pth", weights_only=True)
@@ -138,9 +145,16 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tiny_dataset, tmp_path):
     assert f"epoch {state['epoch']}, step {state['step']}" in resumed.output
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_two_process_gloo_ddp_train_and_sharded_test(tiny_dataset, tmp_path):
     cmd = [sys.executable, "-m", "videorec_cli.main", "train", str(tiny_dataset), *TINY, "-o", str(tmp_path / "ddp"),
-           "--epochs", "1", "--nproc-per-node", "2", "--master-port", "29611"]
+           "--epochs", "1", "--nproc-per-node", "2", "--master-port", str(free_port())]
     done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     settings = json.loads((tmp_path / "ddp" / "settings.json").read_text())
@@ -150,7 +164,7 @@ def test_two_process_gloo_ddp_train_and_sharded_test(tiny_dataset, tmp_path):
     test = [sys.executable, "-m", "videorec_cli.main", "test", str(tiny_dataset), "--weights", str(ckpt), "--workers", "0",
             "--device", "cpu"]
     one = subprocess.run(test + ["-o", str(tmp_path / "one")], capture_output=True, text=True, env=_env(), timeout=300)
-    two = subprocess.run(test + ["-o", str(tmp_path / "two"), "--nproc-per-node", "2", "--master-port", "29612"],
+    two = subprocess.run(test + ["-o", str(tmp_path / "two"), "--nproc-per-node", "2", "--master-port", str(free_port())],
                          capture_output=True, text=True, env=_env(), timeout=300)
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
     a, b = read_scores(tmp_path / "one" / "scores_clip0of1.pkl"), read_scores(tmp_path / "two" / "scores_clip0of1.pkl")

@@ -66,7 +66,7 @@ class GivenOptions:
                 raise UserError(f"{flag}: {key} is not a model option (it comes from the dataset or the weights)")
             if key not in entry.options:
                 fixed = f"; {key} is fixed by the name {entry.name}" if key in entry.fixed else ""
-                raise UserError(f"{flag} does not apply to {entry.name}{fixed}: it takes "
+                raise UserError(f"{flag} does not apply to {entry.name}{fixed}; it takes: "
                                 f"{', '.join(sorted(entry.options)) or 'no options'}")
         return entry.name
 
