@@ -80,6 +80,18 @@ def test_a_flag_the_model_does_not_take_names_the_flag_the_model_and_its_options
         given_options({}, ["num_classes=3"]).check("tsm_mbv2")
 
 
+def test_training_keeps_partial_bn_on_unless_npb():
+    from ops.engine.trainer import build_model
+
+    def built(given):
+        settings = TrainSettings(data=DataSettings(dataset="unused"), arch="tsm_mbv2",
+                                 model_options={"width_mult": 0.25, "num_segments": 2, **given.values})
+        return build_model(settings, 4)[0].model_options["partial_bn"]
+
+    assert built(given_options({})) is True  # TSM semantics
+    assert built(given_options({"--npb": True})) is False
+
+
 @pytest.mark.parametrize("command", ["train", "test", "predict", "stream", "early-exit"])
 def test_unknown_model_option_is_one_error_line_naming_the_valid_ones(command, tiny_run, tiny_dataset, tmp_path,
                                                                       monkeypatch, capsys):

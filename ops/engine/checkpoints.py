@@ -133,12 +133,11 @@ def load_model(path: str, *, arch: Optional[str] = None, num_classes: Optional[i
     ckpt = read_checkpoint(path)
     notes: List[str] = []
     stored_arch = ckpt.get("arch")
-    if arch and stored_arch and arch != stored_arch:
-        notes.append(override_note(f"--arch {arch}", stored_arch))
-    arch = arch or stored_arch
-    if not arch:
+    if not (arch or stored_arch):
         raise UserError(f"{path}: the checkpoint does not say its model; pass --arch")
-    name = options.check(arch)
+    name = options.check(arch or stored_arch)
+    if stored_arch and name != stored_arch:
+        notes.append(override_note(f"--arch {arch}", stored_arch))
     stored: Dict[str, object] = dict(ckpt.get("model_options") or {}) if name == stored_arch else {}
     for key, value in options.values.items():
         if key in stored and stored[key] != value:

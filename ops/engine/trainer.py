@@ -1,8 +1,11 @@
 """The training loop: one process or many (DDP), resumable, interruptible.
 
-``train(settings)`` builds the model from the registry, the datasets from the
-dataset registry and the model's input spec, and runs epochs of SGD with the
-per-group multipliers of ops.engine.optim. Rank 0 logs, saves and draws progress bars.
+``train(settings)`` first checks everything a user can get wrong (output folder, dataset
+and lists, model and options, weight files) and builds the model from the registry and
+the datasets from its input spec (:func:`prepare`); only then is the run folder created.
+It runs epochs of SGD with the per-group multipliers of ops.engine.optim; the loss is the
+model's training objective (:class:`TrainingObjective`). Rank 0 logs, saves and draws
+progress bars; checkpoints describe their model (:func:`ops.engine.checkpoints.model_metadata`).
 SIGTERM/SIGINT save ``last.pth`` (with the position inside the epoch) and stop;
 ``--resume auto`` continues exactly where it stopped.
 """
