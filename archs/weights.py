@@ -162,7 +162,8 @@ def get_weights(name: str) -> WeightsEntry:
     if name in _CATALOG:
         return _CATALOG[name]
     close = difflib.get_close_matches(name, list(_CATALOG), n=5, cutoff=0.6)
-    close += [n for n in sorted(_CATALOG) if n.startswith(name.split("_")[0] + "_") and n not in close][: 5 - len(close)]
+    family = [n for n in sorted(_CATALOG) if n.startswith(name.split("_")[0] + "_") and n not in close]
+    close += family[: 5 - len(close)]
     hint = f" Close: {', '.join(close)}." if close else ""
     raise UnknownWeightsError(f"unknown weights {name!r}; `videorec weights` lists them.{hint}")
 
@@ -324,10 +325,12 @@ def _tsm() -> None:
 def _tdn() -> None:
     """TDN R50/R101 (Google Drive folders: fetched by hand)."""
     rows = [  # (depth, dataset, segments, protocol, top1, top5)
-        ("r50", "something", 8, "center-crop-1clip", 52.3, 80.6), ("r50", "something", 16, "center-crop-1clip", 53.9, 82.1),
+        ("r50", "something", 8, "center-crop-1clip", 52.3, 80.6),
+        ("r50", "something", 16, "center-crop-1clip", 53.9, 82.1),
         ("r50", "somethingv2", 8, "center-crop-1clip", 64.0, 88.8),
         ("r50", "somethingv2", 16, "center-crop-1clip", 65.3, 89.7),
-        ("r101", "somethingv2", 8, "center-crop-1clip", 65.8, 90.2), ("r101", "somethingv2", 8, "full-res-1x3", 67.1, 90.5),
+        ("r101", "somethingv2", 8, "center-crop-1clip", 65.8, 90.2),
+        ("r101", "somethingv2", 8, "full-res-1x3", 67.1, 90.5),
         ("r101", "somethingv2", 16, "center-crop-1clip", 66.9, 90.9),
         ("r101", "somethingv2", 16, "full-res-1x3", 68.2, 91.6),
         ("r50", "kinetics", 8, "30-view", 76.6, 92.8), ("r50", "kinetics", 16, "30-view", 77.5, 93.2),

@@ -24,8 +24,9 @@ def command(
         if verbose:
             options = ", ".join(f"{k}={v}" for k, v in entry.options.items()) or "defaults"
             changes = ", ".join(f"{k}={v}" for k, v in entry.protocol_overrides.items())
+            protocol = entry.protocol + (f" with {changes}" if changes else "")
             typer.echo(f"    options: {options}; input: {dict(entry.spec) or 'as the model'}, "
-                       f"{entry.channel_order.upper()}; protocol: {entry.protocol}" + (f" with {changes}" if changes else ""))
+                       f"{entry.channel_order.upper()}; protocol: {protocol}")
             typer.echo(f"    {'page (fetch by hand)' if entry.manual else 'url'}: {entry.url}")
             typer.echo(f"    file: {path}; sha256: {entry.sha256 or 'recorded at first download'}")
             typer.echo(f"    source: {entry.published.source}" + (f"; {entry.notes}" if entry.notes else ""))

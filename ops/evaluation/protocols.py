@@ -163,14 +163,14 @@ def merge_protocol(preset: Optional[str] = None, row: Optional[Mapping[str, obje
     return MergedProtocol(Protocol(**values).check(), origin)
 
 
-def tester_kwargs(protocol: Protocol) -> Dict[str, object]:
+def fields_for_tester(protocol: Protocol) -> Dict[str, object]:
     """The ``TestSettings`` fields a protocol sets (all clip indices are tested)."""
     return {"test_segments": protocol.test_segments, "test_crops": protocol.test_crops,
             "full_res": protocol.full_res, "twice_sample": protocol.twice_sample,
             "num_clips": protocol.num_clips, "clip_indices": list(range(protocol.num_clips))}
 
 
-def data_kwargs(protocol: Protocol) -> Dict[str, object]:
+def fields_for_data(protocol: Protocol) -> Dict[str, object]:
     """The ``DataSettings`` fields a protocol sets (None keeps the model's spec)."""
     return {"crop_size": protocol.crop_size, "scale_size": protocol.scale_size,
             "dense_sample": protocol.dense_sample, "dense_stride": protocol.dense_stride}
