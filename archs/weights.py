@@ -257,6 +257,8 @@ def _x3d_vov3d() -> None:
                 extra["options"] = {"num_frames": frames}
             else:  # VoV3D's X3D Something configs test at 224
                 extra["protocol_overrides"] = {"scale_size": 224}
+            if (arch, dataset) == ("x3d_m", "somethingv2"):
+                extra["notes"] = "the config tests 1 clip x 1 crop; the table's GFLOPs (6.1x6) say 6 views"
             if link.startswith("etri:"):
                 name += "_k400pt"
                 url, file_name = f"https://etri.gov-dooray.com/share/drive-files/{link[5:]}", f"{name}.pth"

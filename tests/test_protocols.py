@@ -22,7 +22,7 @@ def test_every_preset_and_alias_is_valid():
 
 @pytest.mark.parametrize("name,views", [("center-crop-1clip", 1), ("tsn-1x1", 1), ("tsn-10crop", 10),
                                         ("full-res-1x3", 3), ("30-view", 30), ("mvfnet-30view", 30),
-                                        ("x3d-30view", 30), ("ssv2-2x3", 6), ("tsm-2x3", 6),
+                                        ("x3d-30view", 30), ("x3d-1x1", 1), ("ssv2-2x3", 6), ("tsm-2x3", 6),
                                         ("movinet-whole-video", 1)])
 def test_views_per_video_match_the_seed_tables(name, views):
     assert get_preset(name).protocol.views == views

@@ -87,6 +87,8 @@ _PRESETS: Dict[str, Preset] = {p.name: p for p in [
            "after short side 256", Protocol(test_crops=3, twice_sample=True, crop_size=224, scale_size=256)),
     Preset("ssv2-2x3", "2 clips x 3 full-resolution crops at 256 (PySlowFast's Something 6 views)",
            Protocol(num_clips=2, test_crops=3, full_res=True, scale_size=256)),
+    Preset("x3d-1x1", "1 clip, 1 centre crop of 256 after short side 256 (PySlowFast with 1 ensemble view and 1 "
+           "spatial crop at a 256 test size)", Protocol(crop_size=256, scale_size=256)),
     Preset("movinet-whole-video", "1 clip of the model's frames at its stride (the whole clip), 1 centre crop at "
            "the model's size", Protocol(dense_sample=True)),
 ]}
