@@ -195,3 +195,12 @@ def test_cache_folder_follows_the_environment(tmp_path):
     assert videorec_home({"VIDEOREC_HOME": str(tmp_path), "XDG_CACHE_HOME": "/x"}) == tmp_path
     assert videorec_home({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "videorec"
     assert videorec_home({}) == Path.home() / ".cache" / "videorec"
+
+
+def test_an_unwritable_part_file_is_one_line(server, entry_for, tmp_path):
+    entry = entry_for(base_url(server) + "/w.pth")
+    part = cached_file(entry, tmp_path).with_name(entry.file_name + ".part")
+    part.mkdir(parents=True)  # a folder where the part file should go
+    with pytest.raises(UserError, match=f"cannot write {part}") as err:
+        fetch_weights(entry, tmp_path, progress=False)
+    assert "\n" not in str(err.value)

@@ -88,10 +88,14 @@ class _Cut(Exception):
     """The connection ended before the whole file arrived."""
 
 
+class _Unreachable(Exception):
+    """No connection to the server (no network, refused, timed out)."""
+
+
 def _fetch_into(url: str, part: Path, timeout: float, progress: bool) -> None:
     """Append the rest of ``url`` to ``part`` (Range from its size); raise :class:`_Cut` on a short read.
 
-    Connection failures (no network, HTTP errors) propagate as URLError/OSError."""
+    No connection raises :class:`_Unreachable`; an HTTP error status propagates as HTTPError."""
     from tqdm import tqdm
 
     have = part.stat().st_size if part.exists() else 0
@@ -102,6 +106,8 @@ def _fetch_into(url: str, part: Path, timeout: float, progress: bool) -> None:
         if exc.code == 416 and have:  # nothing after what we have: the part is whole
             return
         raise
+    except (URLError, OSError) as exc:
+        raise _Unreachable(getattr(exc, "reason", None) or exc) from None
     with response:
         if have and response.status != 206:  # the server ignored the range: start over
             have = 0
@@ -110,12 +116,15 @@ def _fetch_into(url: str, part: Path, timeout: float, progress: bool) -> None:
         bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name[:-5],
                    leave=False, disable=not (progress and sys.stderr.isatty()))
         with bar, open(part, "ab" if have else "wb") as fh:
-            try:
-                for chunk in iter(lambda: response.read(CHUNK), b""):
-                    fh.write(chunk)
-                    bar.update(len(chunk))
-            except (OSError, http.client.HTTPException) as exc:
-                raise _Cut(str(exc) or type(exc).__name__) from None
+            while True:
+                try:
+                    chunk = response.read(CHUNK)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise _Cut(str(exc) or type(exc).__name__) from None
+                if not chunk:
+                    break
+                fh.write(chunk)
+                bar.update(len(chunk))
     if total is not None and part.stat().st_size < total:
         raise _Cut(f"{part.stat().st_size} of {total} bytes")
 
@@ -141,10 +150,12 @@ def download(url: str, dest: Path, sha256: Optional[str] = None, *, timeout: flo
         except HTTPError as exc:
             raise UserError(f"cannot download {url} (HTTP {exc.code} {exc.reason}); fetch it by hand and put it at "
                             f"{dest}") from None
-        except (URLError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise UserError(f"cannot reach {url} ({reason}); without network, download it elsewhere and put it at "
+        except _Unreachable as exc:
+            raise UserError(f"cannot reach {url} ({exc}); without network, download it elsewhere and put it at "
                             f"{dest}") from None
+        except OSError as exc:  # writing the part file
+            raise UserError(f"cannot write {part} ({exc.strerror or exc}); free space or set VIDEOREC_HOME to "
+                            "another folder") from None
     actual = sha256_of(part)
     if sha256 and actual != sha256:
         part.unlink()
