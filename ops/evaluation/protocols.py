@@ -130,7 +130,8 @@ class MergedProtocol:
         """One line: every setting that is not the default, with its origin."""
         parts = [f"{key}={getattr(self.protocol, key)} ({src})" for key, src in self.origin.items()
                  if src != "default"]
-        return f"{self.protocol.views} views per video: " + (", ".join(parts) or "defaults")
+        views = self.protocol.views
+        return f"{views} view{'s' if views > 1 else ''} per video: " + (", ".join(parts) or "defaults")
 
     def as_record(self) -> dict:
         """Plain data for a run's resolved settings: values and their origins."""
