@@ -70,6 +70,7 @@ _KNOWN: Dict[str, DatasetConfig] = {
         DatasetConfig("somethingv2", 174, root="data/something/v2", frame_template="{:06d}.jpg", flip="swap",
                       flip_pairs=SOMETHING_FLIP_PAIRS, description="Something-Something V2 (frames extracted as 000001.jpg)"),
         DatasetConfig("kinetics", 400, root="data/kinetics", description="Kinetics-400"),
+        DatasetConfig("kinetics600", 600, root="data/kinetics600", description="Kinetics-600 (MoViNet's released weights)"),
         DatasetConfig("minik", 200, root="data/minik", train_list="mini_train_videofolder.txt",
                       val_list="mini_val_videofolder.txt", classes_file="minik_classInd.txt",
                       description="Mini-Kinetics (200 Kinetics classes, AdaFocus lists)"),

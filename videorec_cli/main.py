@@ -15,7 +15,7 @@ import typer
 
 from videorec_cli import datasets_cmd, demo_cmd, ensemble_cmd, models_cmd, predict_cmd, test_cmd, train_cmd
 from videorec_cli import early_exit_cmd, extract_frames_cmd, make_annotations_cmd, make_synthetic_cmd
-from videorec_cli import stream_cmd
+from videorec_cli import stream_cmd, weights_cmd
 
 
 
@@ -58,6 +58,7 @@ for _name, _module in [
     ("make-synthetic", make_synthetic_cmd),
     ("early-exit", early_exit_cmd),
     ("stream", stream_cmd),
+    ("weights", weights_cmd),
 ]:
     app.command(_name)(interruptible(_module.command))
 
