@@ -19,7 +19,7 @@ import json
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional
 
 from ops.common.errors import UserError
 from ops.engine.config import DataSettings, TrainSettings
