@@ -36,10 +36,7 @@ def test_ops_are_drawn_once_per_clip_and_applied_to_every_frame():
     for seed in range(10):
         plan = aug.plan(np.random.default_rng(seed))
         out = aug(clip, np.random.default_rng(seed))
-        expected = clip
-        for name, value in plan:
-            expected = apply_op(expected, name, value)
-        assert torch.equal(out, expected)
+        assert torch.equal(out, aug.apply(clip, plan))
         # geometric and pointwise ops: each frame alone gives the same result as inside the clip
         frame_wise = [op for op, _ in plan if op not in ("contrast", "autocontrast", "equalize")]
         if len(frame_wise) == len(plan):
@@ -50,6 +47,20 @@ def test_ops_are_drawn_once_per_clip_and_applied_to_every_frame():
                     one = apply_op(one, name, value)
                 assert torch.equal(out[i:i + 1], one)
     assert checked_frame_by_frame >= 2
+
+
+def test_on_the_train_views_of_clip_transform():
+    from ops.data.transforms import ClipTransform
+
+    transform = ClipTransform(mode="train", crop_size=16, scale_size=18, mean=(0.5,) * 3, std=(0.5,) * 3, flip="none")
+    frames = textured_clip(t=5, h=24, w=32).permute(0, 2, 3, 1)  # (T, H, W, 3): 5 identical frames
+    views, _ = transform(frames, (0,), np.random.default_rng(0))
+    aug = RandAugment(2, 15)
+    out = aug.augment_views(views, np.random.default_rng(1))
+    assert out.shape == views.shape == (1, 3, 5, 16, 16) and out.dtype == torch.uint8
+    assert out.is_contiguous(memory_format=torch.channels_last_3d)
+    assert all(torch.equal(out[:, :, 0], out[:, :, t]) for t in range(5))
+    assert torch.equal(out[0].permute(1, 0, 2, 3), aug(views[0].permute(1, 0, 2, 3), np.random.default_rng(1)))
 
 
 def test_statistics_ops_use_the_whole_clip():

@@ -6,7 +6,7 @@ import pytest
 from ops.common.errors import UserError
 from ops.engine.config import DataSettings, TrainSettings, write_json
 from ops.engine.config_file import (DERIVED_KEYS, defaults_of, format_config, load_and_validate, load_config, merge,
-                                    validate_keys)
+                                    nest_flat, validate_keys)
 
 
 def run_settings() -> TrainSettings:
@@ -41,7 +41,8 @@ def test_yaml_config_flags_override_and_origins(tmp_path):
     config = load_and_validate(tmp_path / "c.yaml")
     assert config["lr"] == 0.001 and config["lr_steps"] == [10.0, 20.0]  # YAML 1.1 reads 1e-3 as a string
     recipe = {"epochs": 60, "lr": 0.01, "model_options": {"dropout": 0.5}, "data": {"workers": 4}}
-    flags = {"lr": 0.02, "model_options": {"dropout": 0.1}, "data": {"num_segments": 8}}
+    flags = nest_flat({"lr": 0.02, "model_options": {"dropout": 0.1}, "num_segments": 8})
+    assert flags == {"lr": 0.02, "model_options": {"dropout": 0.1}, "data": {"num_segments": 8}}
     res = resolve(config=config, flags=flags, recipe=recipe)
     s = res.settings()
     assert (s.lr, s.epochs, s.batch_size, s.data.num_segments, s.data.workers) == (0.02, 60, 8, 8, 4)

@@ -15,8 +15,9 @@ resumed run draws the same), then applied to all frames alike:
 * sharpness is a 3x3 filter inside each frame.
 
 Where it runs: on the train view ``(T, 3, H, W)`` uint8 right after the crop, resize
-and flip of ``ops.data.transforms.ClipTransform`` (train mode, one view), before the
-views are stacked channels-last. After the crop the ops see exactly the pixels the
+and flip of ``ops.data.transforms.ClipTransform`` (train mode, one view) -- either
+inside it, before the views are stacked channels-last (``RandAugment.__call__``), or
+on its output (``RandAugment.augment_views``), which is the same thing in train mode. After the crop the ops see exactly the pixels the
 model sees (as image RandAugment after RandomResizedCrop), they work on 224^2 instead
 of full frames, and they stay on uint8 in the data-loading workers; with the same
 ``rng`` as the crop and flip, the whole sample stays a pure function of its seed.
@@ -145,8 +146,20 @@ class RandAugment:
             out.append((name, value))
         return out
 
-    def __call__(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-        """uint8 clip (T, 3, H, W) -> augmented uint8 clip (T, 3, H, W)."""
-        for name, value in self.plan(rng):
+    @staticmethod
+    def apply(clip: torch.Tensor, plan: Plan) -> torch.Tensor:
+        """The ops of ``plan`` in order on a uint8 clip (T, 3, H, W)."""
+        for name, value in plan:
             clip = apply_op(clip, name, value)
         return clip
+
+    def __call__(self, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """uint8 clip (T, 3, H, W) -> augmented uint8 clip (T, 3, H, W)."""
+        return self.apply(clip, self.plan(rng))
+
+    def augment_views(self, views: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """uint8 views (V, C, T, H, W) as ``ClipTransform`` returns them -> the same shape,
+        ``channels_last_3d``; one plan for the clip, applied to every view."""
+        plan = self.plan(rng)
+        out = [self.apply(view.permute(1, 0, 2, 3), plan).permute(1, 0, 2, 3) for view in views]
+        return torch.stack(out).contiguous(memory_format=torch.channels_last_3d)

@@ -147,6 +147,19 @@ def validate_keys(d: Mapping[str, Any], settings_cls: type = TrainSettings, sour
     return out
 
 
+def nest_flat(flat: Mapping[str, Any]) -> dict:
+    """Flat ``name: value`` pairs (the flags a user gave, as TrainSettings/DataSettings field
+    names) -> a nested layer for :func:`merge`: DataSettings fields go under ``data``."""
+    data_fields = {f.name for f in dataclasses.fields(DataSettings)}
+    out: dict = {}
+    for key, value in flat.items():
+        if key in data_fields:
+            out.setdefault("data", {})[key] = value
+        else:
+            out[key] = value
+    return out
+
+
 def defaults_of(settings_cls: type = TrainSettings) -> dict:
     """The fields of ``settings_cls`` that have defaults, nested as a config (required ones left out)."""
     hints = _hints(settings_cls)

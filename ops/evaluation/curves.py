@@ -87,6 +87,7 @@ def plot_curves(runs: Sequence[RunCurves], out_path: Path) -> Path:
     (the Agg renderer, no display needed)."""
     import matplotlib
     from matplotlib.figure import Figure  # a Figure without pyplot: no global backend or state
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(11, 7.5))
     axes = fig.subplots(2, 2)
@@ -104,6 +105,7 @@ def plot_curves(runs: Sequence[RunCurves], out_path: Path) -> Path:
                     drawn = True
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if drawn:
             ax.legend(fontsize=8)
@@ -111,7 +113,7 @@ def plot_curves(runs: Sequence[RunCurves], out_path: Path) -> Path:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
         if keys == ("lr",) and drawn and all(v > 0 for run in runs for v in run.points("lr")[1]):
             ax.set_yscale("log")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.95, hspace=0.35, wspace=0.2)
     out_path = Path(out_path)
     with atomic_open(out_path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=100)
