@@ -29,6 +29,24 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> bytes:
+    """The bytes of a decodable 2-frame 32x32 mp4 (make-annotations probes every video)."""
+    import numpy as np
+
+    from ops.prep.synthetic import encode_video, pick_encoder
+
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    encode_video(np.zeros((2, 32, 32, 3), np.uint8), path, fps=8, encoder=pick_encoder())
+    return path.read_bytes()
+
+
+def video(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
 def invoke(*args):
     result = runner.invoke(app, ["make-annotations", *map(str, args)])
     if result.exception and not isinstance(result.exception, (UserError, SystemExit)):
@@ -49,8 +67,8 @@ def test_sthv1_sorted_labels_missing_report(tmp_path):
     train = write(tmp_path / "train.csv", "1;Pushing something\n2;Dropping something\n")
     val = write(tmp_path / "val.csv", "3;Holding something\n4;Pushing something\n")
     out = tmp_path / "lists"
-    result = invoke("--format", "sthv1", "--media-dir", media, "--root", tmp_path, "--out", out,
-                    "--template", "{:05d}.jpg", "--labels", labels, "--train", train, "--val", val)
+    result = invoke("--format", "sthv1", "--media-dir", media, "--root", tmp_path, "--output-dir", out,
+                    "--frame-template", "{:05d}.jpg", "--labels", labels, "--train", train, "--val", val)
     assert result.exit_code == 0, result.output
     assert read_class_names(out / "classes.txt") == ["Dropping something", "Holding something", "Pushing something"]
     assert rows(out / "train.txt") == [["img/1", "5", "2"], ["img/2", "7", "0"]]
@@ -62,7 +80,7 @@ def test_sthv1_sorted_labels_missing_report(tmp_path):
 
     # Malformed line: the error names the file and line.
     write(val, "3;Holding something\n4 Pushing something\n")
-    result = invoke("--format", "sthv1", "--media-dir", media, "--out", out, "--labels", labels, "--train", train, "--val", val)
+    result = invoke("--format", "sthv1", "--media-dir", media, "--output-dir", out, "--labels", labels, "--train", train, "--val", val)
     assert isinstance(result.exception, UserError) and f"{val}:2:" in str(result.exception)
     write(val, "3;Holding something\n4;Jumping\n")
     with pytest.raises(UserError, match=rf"{val}:2: unknown class 'Jumping'"):
@@ -80,7 +98,7 @@ def test_sthv2_templates_and_test_split(tmp_path):
     ]))
     val = write(tmp_path / "val.json", json.dumps([{"id": "12", "label": "x", "template": "Holding [something]", "placeholders": []}]))
     test = write(tmp_path / "test.json", json.dumps([{"id": "13"}]))
-    result = invoke("--format", "sthv2", "--media-dir", media, "--template", "{:06d}.jpg",
+    result = invoke("--format", "sthv2", "--media-dir", media, "--frame-template", "{:06d}.jpg",
                     "--labels", labels, "--train", train, "--val", val, "--test", test)
     assert result.exit_code == 0, result.output
     assert read_class_names(media / "classes.txt") == ["Holding something", "Putting something on something"]
@@ -114,10 +132,10 @@ def test_kinetics_names_and_layouts(tmp_path):
     assert isinstance(result.exception, UserError) and f"{val}:2: expected 6 columns" in str(result.exception)
 
 
-def test_ucf101_videos(tmp_path):
+def test_ucf101_videos(tmp_path, clip):
     media = tmp_path / "videos"
     for rel in ("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", "Archery/v_Archery_g01_c01.avi", "Archery/v_Archery_g08_c01.avi"):
-        write(media / rel, "x")
+        video(media / rel, clip)
     write(media / "Archery/v_Archery_g09_c01.avi", "")  # zero bytes: reported, not listed
     splits = tmp_path / "ucfTrainTestlist"
     write(splits / "classInd.txt", "1 ApplyEyeMakeup\n2 Archery\n")
@@ -162,7 +180,7 @@ def test_folder_split_is_seeded_and_per_class(tmp_path):
             frames(media / cls / f"{cls}_{i}", 3)
 
     def split(seed, out):
-        result = invoke("--format", "folder", "--media-dir", media, "--out", out, "--val-fraction", "0.3", "--seed", seed)
+        result = invoke("--format", "folder", "--media-dir", media, "--output-dir", out, "--val-fraction", "0.3", "--seed", seed)
         assert result.exit_code == 0, result.output
         return (out / "train.txt").read_text(), (out / "val.txt").read_text()
 
@@ -179,12 +197,12 @@ def test_missing_option_is_a_user_error(tmp_path):
     assert isinstance(result.exception, UserError) and "--labels" in str(result.exception)
 
 
-def test_kinetics_videos_found_by_unique_name(tmp_path):
+def test_kinetics_videos_found_by_unique_name(tmp_path, clip):
     media = tmp_path / "kinetics400"
-    write(media / "train/zumba/zumba_000000_000010.mp4", "x")
-    write(media / "val/zumba_000005_000015.mp4", "x")
-    write(media / "train/a/dup_000001_000002.mp4", "x")
-    write(media / "val/dup_000001_000002.mp4", "x")  # the same name twice: ambiguous, so reported
+    video(media / "train/zumba/zumba_000000_000010.mp4", clip)
+    video(media / "val/zumba_000005_000015.mp4", clip)
+    video(media / "train/a/dup_000001_000002.mp4", clip)
+    video(media / "val/dup_000001_000002.mp4", clip)  # the same name twice: ambiguous, so reported
     header = "label,youtube_id,time_start,time_end,split\n"
     train = write(tmp_path / "train.csv", header + "zumba,zumba,0,10,train\nzumba,dup,1,2,train\n")
     val = write(tmp_path / "val.csv", header + "zumba,zumba,5,15,val\n")

@@ -16,8 +16,11 @@ def command(
 ) -> None:
     """Fuse views and models; print top-1, top-5, mean class accuracy (or mAP)."""
     from dataset_configs import read_class_names
+    from ops.common.fileio import check_output_dir
     from ops.evaluation.fusion import fuse, report, score_paths, write_report_files
 
+    if output_dir is not None:
+        check_output_dir(output_dir, "output folder")
     paths = score_paths(inputs)
     fused = fuse(paths, fusion, weight or None)
     metrics = report(fused)

@@ -9,7 +9,8 @@ and writes the list files in the seeds' formats:
 * videos: ``<path> <label>``;
 
 with paths relative to the chosen root, plus ``classes.txt`` (one name per line,
-line ``i`` is label ``i``). Items whose video or frame folder is missing or empty
+line ``i`` is label ``i``). Items whose video or frame folder is missing or empty,
+and videos ffmpeg cannot decode (probed once each, ffmpeg's messages captured),
 are left out and listed in ``missing_<split>.txt``.
 """
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ops.common.errors import UserError
 from ops.common.fileio import write_report, write_text_atomic
-from ops.prep.media import DEFAULT_TEMPLATE, FrameTemplate, count_frames, find_videos
+from ops.prep.media import DEFAULT_TEMPLATE, FrameTemplate, count_frames, find_videos, probe_video
+from ops.prep.workers import ChildProcesses, run_jobs
 
 SPLITS = ("train", "val", "test")
 MEDIA_KINDS = ("frames", "videos")
@@ -344,11 +346,14 @@ def read_annotations(fmt: str, inputs: AnnotationInputs) -> Annotations:
 
 
 class MediaLookup:
-    """Finds an item's frame folder (counting its frames) or video file under the media folder."""
+    """Finds an item's frame folder (counting its frames) or video file under the media folder;
+    videos are probed with ffmpeg on ``workers`` threads (see :meth:`undecodable`)."""
 
-    def __init__(self, media_dir: Path, media: str, template: str = DEFAULT_TEMPLATE):
+    def __init__(self, media_dir: Path, media: str, template: str = DEFAULT_TEMPLATE, workers: int = 1):
         self.media_dir = Path(media_dir)
         self.media = media
+        self.workers = workers
+        self._probed: Dict[Path, Optional[str]] = {}
         self.template = FrameTemplate.parse(template)
         self._template_text = template
         # Videos: one scan, then look-ups by relative name without extension (the first in sorted
@@ -377,14 +382,28 @@ class MediaLookup:
         kind = "video" if self.media == "videos" else "frame folder"
         return None, 0, f"no {kind} " + " or ".join(item.names)
 
+    def undecodable(self, videos: Sequence[Path]) -> Dict[Path, str]:
+        """The videos ffmpeg cannot decode a first frame of, with the reason (each video probed once)."""
+        todo = sorted(set(videos) - set(self._probed))
+        if todo:
+            children = ChildProcesses()
+            for video, future in run_jobs(lambda v: probe_video(v, children), todo, workers=self.workers,
+                                          children=children, desc="probe videos", unit="video"):
+                self._probed[video] = future.result()
+        return {v: self._probed[v] for v in videos if self._probed[v] is not None}
+
 
 @dataclass
 class SplitResult:
+    """One split's list file: rows written, items left out (``undecodable`` of them are videos ffmpeg cannot
+    decode) and the report that lists them."""
+
     split: str
     list_file: Path
     written: int
     missing: int
     missing_file: Optional[Path]
+    undecodable: int = 0
 
 
 def write_annotations(annotations: Annotations, lookup: MediaLookup, *, root: Path, out: Path) -> Tuple[Path, List[SplitResult]]:
@@ -398,11 +417,13 @@ def write_annotations(annotations: Annotations, lookup: MediaLookup, *, root: Pa
     write_text_atomic(classes_file, "".join(f"{name}\n" for name in annotations.classes))
     results = []
     for split in (s for s in SPLITS if s in annotations.splits):
+        found = [(item, *lookup.find(item)) for item in annotations.splits[split]]
+        videos = [path for _, path, _, _ in found if path is not None] if lookup.media == "videos" else []
+        broken = lookup.undecodable(videos)
         rows, missing = [], []
-        for item in annotations.splits[split]:
-            path, frames, reason = lookup.find(item)
-            if path is None:
-                missing.append(f"{item.names[0]}\t{reason}")
+        for item, path, frames, reason in found:
+            if path is None or path in broken:
+                missing.append(f"{item.names[0]}\t{reason or f'{path}: {broken[path]}'}")
                 continue
             rel = Path(os.path.relpath(path, root)).as_posix()
             rows.append(f"{rel} {frames} {item.label}" if lookup.media == "frames" else f"{rel} {item.label}")
@@ -410,5 +431,7 @@ def write_annotations(annotations: Annotations, lookup: MediaLookup, *, root: Pa
         write_text_atomic(list_file, "".join(f"{row}\n" for row in rows))
         missing_file = out / f"missing_{split}.txt"
         write_report(missing_file, missing)
-        results.append(SplitResult(split, list_file, len(rows), len(missing), missing_file if missing else None))
+        undecodable = sum(1 for _, path, _, _ in found if path in broken)
+        results.append(SplitResult(split, list_file, len(rows), len(missing), missing_file if missing else None,
+                                   undecodable))
     return classes_file, results
