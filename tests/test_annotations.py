@@ -212,3 +212,20 @@ def test_kinetics_videos_found_by_unique_name(tmp_path, clip):
     assert rows(tmp_path / "train.txt") == [["kinetics400/train/zumba/zumba_000000_000010.mp4", "0"]]
     assert rows(tmp_path / "val.txt") == [["kinetics400/val/zumba_000005_000015.mp4", "0"]]
     assert (tmp_path / "missing_train.txt").read_text().startswith("zumba/dup_000001_000002\t")
+
+
+def test_undecodable_videos_are_reported_and_left_out_quietly(tmp_path, clip, capfd):
+    media = tmp_path / "videos"
+    video(media / "a" / "good.mp4", clip)
+    video(media / "a" / "zero.mp4", b"")
+    video(media / "a" / "truncated.mp4", clip[: len(clip) // 2])  # the index (moov) is at the end: cut off
+    write(media / "a" / "text.mp4", "this is not a video\n")
+    result = invoke("--format", "folder", "--media", "videos", "--media-dir", media, "-o", tmp_path / "lists")
+    assert result.exit_code == 0, result.output
+    assert rows(tmp_path / "lists" / "train.txt") == [["a/good.mp4", "0"]]
+    report = dict(line.split("\t") for line in (tmp_path / "lists" / "missing_train.txt").read_text().splitlines())
+    assert sorted(report) == ["a/text", "a/truncated", "a/zero"]
+    assert report["a/zero"].startswith("empty video file")
+    assert "undecodable" in report["a/text"] and "undecodable: moov atom not found" in report["a/truncated"]
+    assert "1 missing or empty, 2 undecodable, listed in" in result.output
+    assert capfd.readouterr().err == ""  # no decoder noise reached the terminal
