@@ -150,3 +150,14 @@ def test_other_errors_are_not_disguised(tmp_path):
     assert (tmp_path / "r.txt").read_text() == "a\nb\n"
     write_report(tmp_path / "r.txt", [])
     assert not (tmp_path / "r.txt").exists()
+
+
+def test_run_log_in_a_read_only_place_is_one_line(tmp_path, monkeypatch):
+    from ops.common.runlog import RunLog
+
+    def read_only(*_args, **_kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("builtins.open", read_only)
+    with pytest.raises(UserError, match=r"cannot write .*log.txt: Read-only file system \(errno 30\); nothing was"):
+        RunLog(tmp_path / "run", enabled=True, tensorboard=False)
