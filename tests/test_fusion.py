@@ -178,3 +178,32 @@ def test_lists_instead_of_arrays_refused(tmp_path):
     path = crafted_file(tmp_path / "list.pkl", logits=[[[0.0, 1.0]]])
     with pytest.raises(UserError, match=r"'logits' is a list, not an array"):
         read_scores(path)
+
+
+def test_ensemble_flags_that_cannot_apply_are_errors(tmp_path):
+    from dataset_configs import DatasetConfigError
+
+    c0 = np.zeros((4, 1, 3))
+    path = write(tmp_path / "0.pkl", c0)
+    with pytest.raises(UserError, match="weights must be >= 0 with a positive sum"):
+        fuse([path, path], weights=[1.0, -1.0])
+    with pytest.raises(UserError, match="weights must be >= 0 with a positive sum"):
+        fuse([path], weights=[0.0])
+
+    def ensemble(*args):
+        return CliRunner().invoke(app, ["ensemble-pkl", str(path), *map(str, args)])
+
+    (tmp_path / "two.txt").write_text("x\ny\n")
+    result = ensemble("--classes", tmp_path / "two.txt")
+    assert isinstance(result.exception, UserError) and "add -o/--output-dir" in str(result.exception)
+    result = ensemble("--classes", tmp_path / "two.txt", "-o", tmp_path / "out")
+    assert isinstance(result.exception, UserError) and "2 class names for scores of 3 classes" in str(result.exception)
+    result = ensemble("--classes", tmp_path / "nope.txt", "-o", tmp_path / "out")
+    assert isinstance(result.exception, DatasetConfigError) and "nope.txt: cannot read" in str(result.exception)
+    assert not (tmp_path / "out").exists()
+
+    multi = write(tmp_path / "multi.pkl", c0, labels=np.eye(4, 3, dtype=np.uint8))
+    result = CliRunner().invoke(app, ["ensemble-pkl", str(multi), "-o", str(tmp_path / "out")])
+    assert isinstance(result.exception, UserError) and "multi-label (mAP): leave out -o" in str(result.exception)
+    result = CliRunner().invoke(app, ["ensemble-pkl", str(multi)])
+    assert result.exit_code == 0 and "mAP" in result.output
