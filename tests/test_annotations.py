@@ -229,3 +229,15 @@ def test_undecodable_videos_are_reported_and_left_out_quietly(tmp_path, clip, ca
     assert "undecodable" in report["a/text"] and "undecodable: moov atom not found" in report["a/truncated"]
     assert "1 missing or empty, 2 undecodable, listed in" in result.output
     assert capfd.readouterr().err == ""  # no decoder noise reached the terminal
+
+
+def test_binary_annotation_files_are_one_line(tmp_path):
+    media = tmp_path / "img"
+    frames(media / "1", 2)
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(b"\xff\xfe\x00binary")
+    for fmt, extra in (("sthv1", ("--train", labels, "--val", labels)), ("sthv2", ("--train", labels, "--val", labels)),
+                       ("kinetics", ("--train", labels, "--val", labels))):
+        result = invoke("--format", fmt, "--media-dir", media, "--labels", labels, *extra, "-o", tmp_path / "out")
+        assert isinstance(result.exception, UserError), (fmt, result.exception)
+        assert str(result.exception) == f"{labels}: not UTF-8 text (byte 0); is it the right file?"

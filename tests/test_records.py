@@ -83,3 +83,10 @@ def test_missing_entries_counted_at_start_with_list_and_line(tmp_path, monkeypat
     lists.write_text("x 4 0\ny 4 1\n")
     with pytest.raises(UserError, match=r"none of its 2 entries exists .*is the dataset root right"):
         _dataset(lists, tmp_path)
+
+
+def test_binary_list_file_names_the_line(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_bytes(b"a 10 1\n\xff\xfe 3 1\n")
+    with pytest.raises(UserError, match=r"train.txt:2: not UTF-8 text"):
+        read_list_file(path)

@@ -65,9 +65,12 @@ def read_list_file(path: Path, num_classes: Optional[int] = None) -> List[VideoR
     if not path.is_file():
         raise UserError(f"{path}: list file not found (make one with `videorec make-annotations`, or pass --train-list/--val-list)")
     records = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
-            text = raw.strip()
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise UserError(f"{path}:{number}: not UTF-8 text (is this a list file?)") from None
             if not text or text.startswith("#"):
                 continue
             record = parse_line(text, str(path), number)

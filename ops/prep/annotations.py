@@ -16,6 +16,7 @@ are left out and listed in ``missing_<split>.txt``.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import random
@@ -78,9 +79,19 @@ class AnnotationInputs:
         return None if path is None else Path(path)
 
 
+def _read_text(path: Path) -> str:
+    """A UTF-8 text file; anything else is a one-line error naming the file."""
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); is it the right file?") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+
+
 def _lines(path: Path) -> Iterator[Tuple[int, str]]:
     """(1-based line number, stripped line) for the non-empty lines of a text file."""
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(_read_text(path).splitlines(), 1):
         line = line.strip()
         if line:
             yield number, line
@@ -156,7 +167,7 @@ def read_sthv1(inputs: AnnotationInputs) -> Annotations:
 
 def _load_json(path: Path):
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
 
@@ -211,7 +222,7 @@ def kinetics_video_name(youtube_id: str, start: int, end: int) -> str:
 
 def _kinetics_rows(path: Path) -> Iterator[Tuple[str, Optional[str], str]]:
     """(location, class name or None, video name) for each row of a Kinetics CSV."""
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(_read_text(path), newline="") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
         needed = ("youtube_id", "time_start", "time_end")
