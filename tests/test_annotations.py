@@ -241,3 +241,25 @@ def test_binary_annotation_files_are_one_line(tmp_path):
         result = invoke("--format", fmt, "--media-dir", media, "--labels", labels, *extra, "-o", tmp_path / "out")
         assert isinstance(result.exception, UserError), (fmt, result.exception)
         assert str(result.exception) == f"{labels}: not UTF-8 text (byte 0); is it the right file?"
+
+
+def test_inputs_a_format_does_not_read_are_errors(tmp_path):
+    media = tmp_path / "frames"
+    frames(media / "a" / "x", 2)
+    labels = write(tmp_path / "labels.csv", "a\n")
+    cases = [
+        (("--format", "folder", "--labels", labels), "--labels does not apply to --format folder (it reads "
+                                                     "--val-fraction --seed)"),
+        (("--format", "folder", "--seed", 3), "--seed picks the val videos: it needs --val-fraction > 0"),
+        (("--format", "sthv1", "--split", 2), "--split does not apply to --format sthv1 (it reads --labels --train --val)"),
+        (("--format", "ucf101", "--val-fraction", 0.2), "--val-fraction does not apply to --format ucf101"),
+        (("--format", "folder", "--media", "videos", "--frame-template", "{:06d}.jpg"),
+         "--frame-template names the frames of --media frames"),
+    ]
+    for args, message in cases:
+        result = invoke("--media-dir", media, "-o", tmp_path / "out", *args)
+        assert isinstance(result.exception, UserError) and str(result.exception).startswith(message), result.exception
+    assert not (tmp_path / "out").exists()
+    result = invoke("--media-dir", media, "-o", tmp_path / "out", "--format", "folder", "--seed", 3,
+                    "--val-fraction", 0.5)
+    assert result.exit_code == 0, result.output

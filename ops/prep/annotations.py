@@ -343,9 +343,36 @@ READERS: Dict[str, Callable[[AnnotationInputs], Annotations]] = {
 }
 
 
+# The inputs each format reads; giving another one is an error, not a silently ignored flag.
+FORMAT_INPUTS: Dict[str, Tuple[str, ...]] = {
+    "folder": ("val_fraction", "seed"),
+    "sthv1": ("labels", "train", "val"),
+    "sthv2": ("labels", "train", "val", "test"),
+    "kinetics": ("labels", "train", "val", "test"),
+    "ucf101": ("split_dir", "split"),
+    "hmdb51": ("split_dir", "split"),
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_inputs(fmt: str, inputs: AnnotationInputs) -> None:
+    """Refuse inputs the format does not read, naming the ones it does."""
+    defaults = AnnotationInputs(media_dir=inputs.media_dir)
+    for name in sorted({n for names in FORMAT_INPUTS.values() for n in names} - set(FORMAT_INPUTS[fmt])):
+        if getattr(inputs, name) != getattr(defaults, name):
+            raise UserError(f"{_flag(name)} does not apply to --format {fmt} (it reads "
+                            f"{' '.join(_flag(n) for n in FORMAT_INPUTS[fmt])})")
+    if fmt == "folder" and inputs.seed != defaults.seed and inputs.val_fraction == 0:
+        raise UserError("--seed picks the val videos: it needs --val-fraction > 0")
+
+
 def read_annotations(fmt: str, inputs: AnnotationInputs) -> Annotations:
     if fmt not in READERS:
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(READERS)}")
+    check_inputs(fmt, inputs)
     if inputs.media not in MEDIA_KINDS:
         raise UserError(f"--media {inputs.media!r}: expected frames or videos")
     if not Path(inputs.media_dir).is_dir():
@@ -361,6 +388,8 @@ class MediaLookup:
     videos are probed with ffmpeg on ``workers`` threads (see :meth:`undecodable`)."""
 
     def __init__(self, media_dir: Path, media: str, template: str = DEFAULT_TEMPLATE, workers: int = 1):
+        if media == "videos" and template != DEFAULT_TEMPLATE:
+            raise UserError("--frame-template names the frames of --media frames; videos have none: leave it out")
         self.media_dir = Path(media_dir)
         self.media = media
         self.workers = workers
