@@ -143,8 +143,12 @@ def get_dataset(name: str, root: Optional[str] = None) -> DatasetConfig:
 
 def read_class_names(path: Path) -> List[str]:
     """Class names, one per line; ``1 Name`` (UCF classInd style) keeps the name."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetConfigError(f"{path}: cannot read the class names ({getattr(exc, 'strerror', None) or exc})") from None
     names = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if not line:
             continue

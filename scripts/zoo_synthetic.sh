@@ -18,7 +18,7 @@ if [ ! -f "$data/train.txt" ]; then
     videorec make-synthetic "$data" --num-videos 400 --frames 16 --size 40 \
         --classes move_down,move_left,move_right,move_up
     videorec extract-frames "$data/videos" "$data/frames" --short-side 0
-    videorec make-annotations --format folder --media-dir "$data/frames" --root "$data" --out "$data" \
+    videorec make-annotations --format folder --media-dir "$data/frames" --root "$data" -o "$data" \
         --val-fraction 0.2
     printf '{"name": "synthetic", "num_classes": 4, "root": ".", "flip": "none"}\n' > "$data/synthetic.json"
 fi

@@ -29,6 +29,24 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> bytes:
+    """The bytes of a decodable 2-frame 32x32 mp4 (make-annotations probes every video)."""
+    import numpy as np
+
+    from ops.prep.synthetic import encode_video, pick_encoder
+
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    encode_video(np.zeros((2, 32, 32, 3), np.uint8), path, fps=8, encoder=pick_encoder())
+    return path.read_bytes()
+
+
+def video(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
 def invoke(*args):
     result = runner.invoke(app, ["make-annotations", *map(str, args)])
     if result.exception and not isinstance(result.exception, (UserError, SystemExit)):
@@ -49,8 +67,8 @@ def test_sthv1_sorted_labels_missing_report(tmp_path):
     train = write(tmp_path / "train.csv", "1;Pushing something\n2;Dropping something\n")
     val = write(tmp_path / "val.csv", "3;Holding something\n4;Pushing something\n")
     out = tmp_path / "lists"
-    result = invoke("--format", "sthv1", "--media-dir", media, "--root", tmp_path, "--out", out,
-                    "--template", "{:05d}.jpg", "--labels", labels, "--train", train, "--val", val)
+    result = invoke("--format", "sthv1", "--media-dir", media, "--root", tmp_path, "--output-dir", out,
+                    "--frame-template", "{:05d}.jpg", "--labels", labels, "--train", train, "--val", val)
     assert result.exit_code == 0, result.output
     assert read_class_names(out / "classes.txt") == ["Dropping something", "Holding something", "Pushing something"]
     assert rows(out / "train.txt") == [["img/1", "5", "2"], ["img/2", "7", "0"]]
@@ -62,7 +80,7 @@ def test_sthv1_sorted_labels_missing_report(tmp_path):
 
     # Malformed line: the error names the file and line.
     write(val, "3;Holding something\n4 Pushing something\n")
-    result = invoke("--format", "sthv1", "--media-dir", media, "--out", out, "--labels", labels, "--train", train, "--val", val)
+    result = invoke("--format", "sthv1", "--media-dir", media, "--output-dir", out, "--labels", labels, "--train", train, "--val", val)
     assert isinstance(result.exception, UserError) and f"{val}:2:" in str(result.exception)
     write(val, "3;Holding something\n4;Jumping\n")
     with pytest.raises(UserError, match=rf"{val}:2: unknown class 'Jumping'"):
@@ -80,7 +98,7 @@ def test_sthv2_templates_and_test_split(tmp_path):
     ]))
     val = write(tmp_path / "val.json", json.dumps([{"id": "12", "label": "x", "template": "Holding [something]", "placeholders": []}]))
     test = write(tmp_path / "test.json", json.dumps([{"id": "13"}]))
-    result = invoke("--format", "sthv2", "--media-dir", media, "--template", "{:06d}.jpg",
+    result = invoke("--format", "sthv2", "--media-dir", media, "--frame-template", "{:06d}.jpg",
                     "--labels", labels, "--train", train, "--val", val, "--test", test)
     assert result.exit_code == 0, result.output
     assert read_class_names(media / "classes.txt") == ["Holding something", "Putting something on something"]
@@ -114,10 +132,10 @@ def test_kinetics_names_and_layouts(tmp_path):
     assert isinstance(result.exception, UserError) and f"{val}:2: expected 6 columns" in str(result.exception)
 
 
-def test_ucf101_videos(tmp_path):
+def test_ucf101_videos(tmp_path, clip):
     media = tmp_path / "videos"
     for rel in ("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", "Archery/v_Archery_g01_c01.avi", "Archery/v_Archery_g08_c01.avi"):
-        write(media / rel, "x")
+        video(media / rel, clip)
     write(media / "Archery/v_Archery_g09_c01.avi", "")  # zero bytes: reported, not listed
     splits = tmp_path / "ucfTrainTestlist"
     write(splits / "classInd.txt", "1 ApplyEyeMakeup\n2 Archery\n")
@@ -162,7 +180,7 @@ def test_folder_split_is_seeded_and_per_class(tmp_path):
             frames(media / cls / f"{cls}_{i}", 3)
 
     def split(seed, out):
-        result = invoke("--format", "folder", "--media-dir", media, "--out", out, "--val-fraction", "0.3", "--seed", seed)
+        result = invoke("--format", "folder", "--media-dir", media, "--output-dir", out, "--val-fraction", "0.3", "--seed", seed)
         assert result.exit_code == 0, result.output
         return (out / "train.txt").read_text(), (out / "val.txt").read_text()
 
@@ -179,12 +197,12 @@ def test_missing_option_is_a_user_error(tmp_path):
     assert isinstance(result.exception, UserError) and "--labels" in str(result.exception)
 
 
-def test_kinetics_videos_found_by_unique_name(tmp_path):
+def test_kinetics_videos_found_by_unique_name(tmp_path, clip):
     media = tmp_path / "kinetics400"
-    write(media / "train/zumba/zumba_000000_000010.mp4", "x")
-    write(media / "val/zumba_000005_000015.mp4", "x")
-    write(media / "train/a/dup_000001_000002.mp4", "x")
-    write(media / "val/dup_000001_000002.mp4", "x")  # the same name twice: ambiguous, so reported
+    video(media / "train/zumba/zumba_000000_000010.mp4", clip)
+    video(media / "val/zumba_000005_000015.mp4", clip)
+    video(media / "train/a/dup_000001_000002.mp4", clip)
+    video(media / "val/dup_000001_000002.mp4", clip)  # the same name twice: ambiguous, so reported
     header = "label,youtube_id,time_start,time_end,split\n"
     train = write(tmp_path / "train.csv", header + "zumba,zumba,0,10,train\nzumba,dup,1,2,train\n")
     val = write(tmp_path / "val.csv", header + "zumba,zumba,5,15,val\n")
@@ -194,3 +212,54 @@ def test_kinetics_videos_found_by_unique_name(tmp_path):
     assert rows(tmp_path / "train.txt") == [["kinetics400/train/zumba/zumba_000000_000010.mp4", "0"]]
     assert rows(tmp_path / "val.txt") == [["kinetics400/val/zumba_000005_000015.mp4", "0"]]
     assert (tmp_path / "missing_train.txt").read_text().startswith("zumba/dup_000001_000002\t")
+
+
+def test_undecodable_videos_are_reported_and_left_out_quietly(tmp_path, clip, capfd):
+    media = tmp_path / "videos"
+    video(media / "a" / "good.mp4", clip)
+    video(media / "a" / "zero.mp4", b"")
+    video(media / "a" / "truncated.mp4", clip[: len(clip) // 2])  # the index (moov) is at the end: cut off
+    write(media / "a" / "text.mp4", "this is not a video\n")
+    result = invoke("--format", "folder", "--media", "videos", "--media-dir", media, "-o", tmp_path / "lists")
+    assert result.exit_code == 0, result.output
+    assert rows(tmp_path / "lists" / "train.txt") == [["a/good.mp4", "0"]]
+    report = dict(line.split("\t") for line in (tmp_path / "lists" / "missing_train.txt").read_text().splitlines())
+    assert sorted(report) == ["a/text", "a/truncated", "a/zero"]
+    assert report["a/zero"].startswith("empty video file")
+    assert "undecodable" in report["a/text"] and "undecodable: moov atom not found" in report["a/truncated"]
+    assert "1 missing or empty, 2 undecodable, listed in" in result.output
+    assert capfd.readouterr().err == ""  # no decoder noise reached the terminal
+
+
+def test_binary_annotation_files_are_one_line(tmp_path):
+    media = tmp_path / "img"
+    frames(media / "1", 2)
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(b"\xff\xfe\x00binary")
+    for fmt, extra in (("sthv1", ("--train", labels, "--val", labels)), ("sthv2", ("--train", labels, "--val", labels)),
+                       ("kinetics", ("--train", labels, "--val", labels))):
+        result = invoke("--format", fmt, "--media-dir", media, "--labels", labels, *extra, "-o", tmp_path / "out")
+        assert isinstance(result.exception, UserError), (fmt, result.exception)
+        assert str(result.exception) == f"{labels}: not UTF-8 text (byte 0); is it the right file?"
+
+
+def test_inputs_a_format_does_not_read_are_errors(tmp_path):
+    media = tmp_path / "frames"
+    frames(media / "a" / "x", 2)
+    labels = write(tmp_path / "labels.csv", "a\n")
+    cases = [
+        (("--format", "folder", "--labels", labels), "--labels does not apply to --format folder (it reads "
+                                                     "--val-fraction --seed)"),
+        (("--format", "folder", "--seed", 3), "--seed picks the val videos: it needs --val-fraction > 0"),
+        (("--format", "sthv1", "--split", 2), "--split does not apply to --format sthv1 (it reads --labels --train --val)"),
+        (("--format", "ucf101", "--val-fraction", 0.2), "--val-fraction does not apply to --format ucf101"),
+        (("--format", "folder", "--media", "videos", "--frame-template", "{:06d}.jpg"),
+         "--frame-template names the frames of --media frames"),
+    ]
+    for args, message in cases:
+        result = invoke("--media-dir", media, "-o", tmp_path / "out", *args)
+        assert isinstance(result.exception, UserError) and str(result.exception).startswith(message), result.exception
+    assert not (tmp_path / "out").exists()
+    result = invoke("--media-dir", media, "-o", tmp_path / "out", "--format", "folder", "--seed", 3,
+                    "--val-fraction", 0.5)
+    assert result.exit_code == 0, result.output

@@ -13,6 +13,7 @@ def dataset(tmp_path, multi_label: bool) -> VideoDataset:
     for i in range(3):
         write_grey_frames(tmp_path / f"v{i}", 4, size=(40, 32))
     records = [VideoRecord(f"v{i}", 4, (i, 3) if multi_label else (i,)) for i in range(3)]
+    (tmp_path / "missing").mkdir()  # a frame folder without frames: unreadable when read
     records.append(VideoRecord("missing", 4, (1,)))
     transform = ClipTransform("val", 16, 16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     return VideoDataset(records, root=str(tmp_path), template="img_{:05d}.jpg", sampling=SamplingSettings("val", 2),

@@ -1,6 +1,8 @@
 """Score files and fusion: hand-made files against hand-computed metrics."""
 import os
 import pickle
+import resource
+import time
 
 import numpy as np
 import pytest
@@ -109,3 +111,99 @@ def test_report_files_and_map(tmp_path):
     assert mean_average_precision(scores, targets) == pytest.approx(100.0)
     scores[3, 1] = 0.25  # a negative ranked second for class 1: AP = (1/1 + 2/3) / 2
     assert mean_average_precision(scores, targets) == pytest.approx(100 * (1 + (1 + 2 / 3) / 2) / 2)
+
+
+class _Crafted:
+    """Pickles as whatever ``reduce`` says: here numpy's own array rebuilders with forged arguments."""
+
+    def __init__(self, reduce):
+        self.reduce = reduce
+
+    def __reduce__(self):
+        return self.reduce
+
+
+def reconstructed(shape, dtype, data=b""):
+    """An array as protocols 2-4 write it (``_reconstruct`` then ``__setstate__``), with a forged state."""
+    rebuild, args, _ = np.zeros(1).__reduce__()
+    return _Crafted((rebuild, args, (1, shape, np.dtype(dtype), False, data)))
+
+
+def from_buffer(shape, dtype, data=b""):
+    """An array as protocol 5 writes it (``_frombuffer``), with a forged shape."""
+    return _Crafted((np.zeros(1).__reduce_ex__(5)[0], (data, np.dtype(dtype), shape, "C")))
+
+
+def crafted_file(path, **arrays):
+    content = {"format": "videorec-scores", "version": 1, "video_ids": ["a"], "labels": np.zeros(1, np.int64),
+               "logits": np.zeros((1, 1, 3), np.float32), **arrays}
+    path.write_bytes(pickle.dumps(content, protocol=pickle.HIGHEST_PROTOCOL))
+    return path
+
+
+@pytest.mark.parametrize("arrays,reason", [
+    ({"labels": reconstructed((10 ** 12,), "V0")}, "dtype |V0"),
+    ({"logits": from_buffer((10 ** 6, 10 ** 3, 10 ** 3), "V0")}, "dtype |V0"),
+    ({"logits": reconstructed((10 ** 6, 10 ** 3, 10 ** 3), "float32")}, "does not match its 0 bytes"),
+    ({"logits": from_buffer((10 ** 12,), "float32", b"\0" * 8)}, "does not match its 8 bytes"),
+    ({"labels": reconstructed((2,), "O", b"\0" * 16)}, "dtype object"),
+])
+def test_forged_arrays_refused_before_allocating(tmp_path, arrays, reason):
+    path = crafted_file(tmp_path / "forged.pkl", **arrays)
+    assert path.stat().st_size < 2000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with pytest.raises(UserError) as info:
+        read_scores(path)
+    elapsed = time.perf_counter() - start
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    message = str(info.value)
+    assert message.startswith(f"{path}: refused score file:") and reason in message and "\n" not in message
+    assert elapsed < 2 and grown_kib < 50 * 1024
+
+
+def test_shared_data_cannot_multiply_memory(tmp_path):
+    """One 256 KiB buffer referenced by 300 arrays would rebuild 75 MiB from a 260 KiB file: over the budget."""
+    data = bytes(1 << 18)
+    path = crafted_file(tmp_path / "shared.pkl", settings={"copies": [reconstructed((1 << 16,), "float32", data)
+                                                                      for _ in range(300)]})
+    assert path.stat().st_size < 300_000
+    with pytest.raises(UserError, match="refused score file: its arrays would take more memory"):
+        read_scores(path)
+    path = crafted_file(tmp_path / "few.pkl", settings={"copies": [reconstructed((1 << 16,), "float32", data)] * 3})
+    assert read_scores(path).settings["copies"][0].shape == (1 << 16,)
+
+
+def test_lists_instead_of_arrays_refused(tmp_path):
+    path = crafted_file(tmp_path / "list.pkl", logits=[[[0.0, 1.0]]])
+    with pytest.raises(UserError, match=r"'logits' is a list, not an array"):
+        read_scores(path)
+
+
+def test_ensemble_flags_that_cannot_apply_are_errors(tmp_path):
+    from dataset_configs import DatasetConfigError
+
+    c0 = np.zeros((4, 1, 3))
+    path = write(tmp_path / "0.pkl", c0)
+    with pytest.raises(UserError, match="weights must be >= 0 with a positive sum"):
+        fuse([path, path], weights=[1.0, -1.0])
+    with pytest.raises(UserError, match="weights must be >= 0 with a positive sum"):
+        fuse([path], weights=[0.0])
+
+    def ensemble(*args):
+        return CliRunner().invoke(app, ["ensemble-pkl", str(path), *map(str, args)])
+
+    (tmp_path / "two.txt").write_text("x\ny\n")
+    result = ensemble("--classes", tmp_path / "two.txt")
+    assert isinstance(result.exception, UserError) and "add -o/--output-dir" in str(result.exception)
+    result = ensemble("--classes", tmp_path / "two.txt", "-o", tmp_path / "out")
+    assert isinstance(result.exception, UserError) and "2 class names for scores of 3 classes" in str(result.exception)
+    result = ensemble("--classes", tmp_path / "nope.txt", "-o", tmp_path / "out")
+    assert isinstance(result.exception, DatasetConfigError) and "nope.txt: cannot read" in str(result.exception)
+    assert not (tmp_path / "out").exists()
+
+    multi = write(tmp_path / "multi.pkl", c0, labels=np.eye(4, 3, dtype=np.uint8))
+    result = CliRunner().invoke(app, ["ensemble-pkl", str(multi), "-o", str(tmp_path / "out")])
+    assert isinstance(result.exception, UserError) and "multi-label (mAP): leave out -o" in str(result.exception)
+    result = CliRunner().invoke(app, ["ensemble-pkl", str(multi)])
+    assert result.exit_code == 0 and "mAP" in result.output

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -114,18 +116,68 @@ def test_extract_tree_failures_and_resume(tmp_path, encoder):
     assert reasons[str(src / "bad/audio.mp4")].endswith("no video stream") and all(reasons.values())
     assert not (dst / "bad").exists() and not list(dst.rglob("*.tmp-*"))
 
-    # A re-run skips finished folders (untouched) and clears stale temporary folders.
-    first = dst / "a/two/img_00001.jpg"
-    stamp = first.stat().st_mtime_ns
+    # A re-run skips finished folders (untouched: a marker stays) and clears stale temporary folders.
+    marker = dst / "a/two/marker"
+    marker.write_bytes(b"")
     (dst / "a/.two.tmp-12345").mkdir()
     result = runner.invoke(app, args)
     assert result.exit_code == 1 and "skipped 3" in result.output and "extracted 0" in result.output
-    assert first.stat().st_mtime_ns == stamp and not (dst / "a/.two.tmp-12345").exists()
+    assert marker.exists() and not (dst / "a/.two.tmp-12345").exists()
 
     # --overwrite redoes them; once the broken videos are gone the failure report goes too.
     for name in broken:
         (src / f"bad/{name}.mp4").unlink()
     result = runner.invoke(app, args + ["--overwrite"])
     assert result.exit_code == 0, result.output
-    assert "extracted 3" in result.output and first.stat().st_mtime_ns != stamp
+    assert "extracted 3" in result.output and not marker.exists()
     assert not (dst / "extract_failures.txt").exists()
+
+
+def test_frame_template_flag(tmp_path, encoder):
+    make_video(tmp_path / "src" / "v.mp4", encoder)
+    result = runner.invoke(app, ["extract-frames", str(tmp_path / "src"), str(tmp_path / "dst"), "--short-side", "0",
+                                 "--frame-template", "{:06d}.jpg", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(tmp_path / "dst" / "v")) == [f"{i:06d}.jpg" for i in range(1, 7)]
+    assert runner.invoke(app, ["extract-frames", "a", "b", "--template", "{:06d}.jpg"]).exit_code == 2
+
+
+# `videorec extract-frames` that says on stdout when its second ffmpeg job has started (jobs start their
+# children in a session of their own; other child processes do not count).
+ANNOUNCING_CHILD = """
+import subprocess, sys
+from videorec_cli.main import main
+
+class Announcing(subprocess.Popen):
+    started = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        Announcing.started += bool(kwargs.get("start_new_session"))
+        if Announcing.started == 2 and kwargs.get("start_new_session"):
+            print("second ffmpeg started", flush=True)
+
+subprocess.Popen = Announcing
+sys.argv = ["videorec", "extract-frames", *sys.argv[1:]]
+main()
+"""
+
+
+def test_ctrl_c_stops_cleanly(tmp_path, encoder):
+    """SIGINT while the second of three videos is being extracted (-j 1): the first folder is complete,
+    no other folder nor temporary folder is left, no traceback."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(3):
+        make_video(src / f"v{i}.mp4", encoder, width=64, height=48, frames=30)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", ANNOUNCING_CHILD, str(src), str(dst), "--short-side", "0",
+                             "-j", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    lines = []
+    while not lines or lines[-1] not in ("second ffmpeg started\n", ""):
+        lines.append(proc.stdout.readline())
+    assert lines[0].startswith("extracting 3 videos") and lines[-1] == "second ffmpeg started\n", lines
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "extracted" not in out
+    assert sorted(os.listdir(dst)) == ["v0"] and len(os.listdir(dst / "v0")) == 30

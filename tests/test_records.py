@@ -1,5 +1,7 @@
 """List files and the dataset registry."""
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +43,50 @@ def test_registry_and_custom_config(tmp_path):
         get_dataset(str(cfg))
     with pytest.raises(DatasetConfigError, match="unknown dataset"):
         get_dataset("imagenet")
+
+
+def _dataset(list_file, root, strict=False):
+    from ops.data.dataset import SamplingSettings, VideoDataset
+    from ops.data.transforms import ClipTransform
+
+    transform = ClipTransform("val", 16, 16, mean=(0.5,) * 3, std=(0.25,) * 3)
+    return VideoDataset(read_list_file(list_file, 3), root=str(root), template="img_{:05d}.jpg",
+                        sampling=SamplingSettings("val", 2), transform=transform, num_classes=3, strict=strict,
+                        video_ext=".mp4")
+
+
+def test_missing_entries_counted_at_start_with_list_and_line(tmp_path, monkeypatch):
+    from ops.data import dataset as dataset_module
+    from ops.data.dataset import MissingEntry, write_missing_report
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "c.mp4").write_bytes(b"")  # a video found by the dataset's extension
+    lists = tmp_path / "val.txt"
+    lists.write_text("a 4 0\n# a comment\nb 4 1\nc 4 2\n/elsewhere/d 4 1\n")
+
+    def no_reading(*_):
+        raise AssertionError("a sample was read")
+
+    monkeypatch.setattr(dataset_module, "open_source", no_reading)
+    data = _dataset(lists, tmp_path)
+    assert data.missing == [MissingEntry(str(lists), 3, tmp_path / "b.mp4"),
+                            MissingEntry(str(lists), 5, Path("/elsewhere/d.mp4"))]
+    assert [r.path for r in data.records] == ["a", "c"] and len(data) == 2
+    report = write_missing_report(data.missing, tmp_path / "run", "val")
+    assert report == tmp_path / "run" / "missing_val.txt"
+    assert report.read_text() == f"{lists}:3 {tmp_path / 'b.mp4'}\n{lists}:5 /elsewhere/d.mp4\n"
+    assert write_missing_report([], tmp_path / "run", "val") is None and not report.exists()
+
+    first = re.escape(f"{lists}:3: {tmp_path / 'b.mp4'} does not exist (2 of 4 entries missing)")
+    with pytest.raises(UserError, match=f"^{first}"):
+        _dataset(lists, tmp_path, strict=True)
+    lists.write_text("x 4 0\ny 4 1\n")
+    with pytest.raises(UserError, match=r"none of its 2 entries exists .*is the dataset root right"):
+        _dataset(lists, tmp_path)
+
+
+def test_binary_list_file_names_the_line(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_bytes(b"a 10 1\n\xff\xfe 3 1\n")
+    with pytest.raises(UserError, match=r"train.txt:2: not UTF-8 text"):
+        read_list_file(path)

@@ -1,10 +1,16 @@
 """The synthetic motion dataset: reproducible, decodable, motion in the right direction."""
 from __future__ import annotations
 
+import signal
+import subprocess
+import threading
+
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from dataset_configs import get_dataset, read_class_names
+from ops.common.errors import UserError
 from ops.prep.media import extract_frames
 from ops.prep.synthetic import CLASS_NAMES, SyntheticSettings, render_index, render_video
 from videorec_cli.main import app
@@ -71,3 +77,59 @@ def test_make_synthetic_cli_reproducible_and_annotatable(tmp_path):
     assert read_class_names(tmp_path / "a" / "classes.txt") == list(CLASS_NAMES)
     rows = (tmp_path / "a" / "train.txt").read_text().splitlines()
     assert len(rows) == 10 and rows[0].startswith("videos/appear/appear_") and rows[0].endswith(" 0")
+
+
+def test_every_accepted_size_decodes_with_decord(tmp_path):
+    """decord misreads a few widths (16, 24, 48, 72 px); the renderer refuses them and every size it accepts
+    decodes to exactly the rendered frames (count and size)."""
+    import decord
+
+    from ops.prep.synthetic import decord_reads_width, encode_video, pick_encoder
+
+    encoder = pick_encoder()
+    accepted = []
+    for size in range(16, 97, 2):
+        settings = SyntheticSettings(num_videos=1, frames=3, size=size)
+        if not decord_reads_width(size):
+            with pytest.raises(UserError, match=rf"--size {size}: decord cannot read .*choose --size \d+ or \d+"):
+                settings.check()
+            continue
+        settings.check()
+        accepted.append(size)
+        path = tmp_path / f"{size}.mp4"
+        encode_video(render_index(settings, 0), path, fps=8, encoder=encoder)
+        reader = decord.VideoReader(str(path))
+        assert len(reader) == 3 and reader.get_batch([0, 1, 2]).shape == (3, size, size, 3), size
+    assert {40, 56, 64}.issubset(accepted) and not {16, 24, 48, 72} & set(accepted) and len(accepted) == 37
+
+
+def test_refused_size_is_one_line():
+    result = runner.invoke(app, ["make-synthetic", "/nonexistent/x", "--size", "48"])
+    assert result.exit_code != 0 and isinstance(result.exception, UserError)
+    assert str(result.exception) == ("make-synthetic: --size 48: decord cannot read videos 48 pixels wide "
+                                     "(a known decord limitation); choose --size 46 or 50")
+
+
+def test_ctrl_c_leaves_only_complete_videos(tmp_path, monkeypatch):
+    """SIGINT while the second of four videos is being encoded (one worker): the first video is complete,
+    nothing else is written, no temporary file is left."""
+    import decord
+
+    from ops.prep.synthetic import make_synthetic
+
+    started = []
+
+    class Interrupting(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(kwargs.get("start_new_session"))
+            if started.count(True) == 2:
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # what Ctrl-C does
+
+    monkeypatch.setattr(subprocess, "Popen", Interrupting)
+    settings = SyntheticSettings(num_videos=4, frames=6, size=32, classes=("grow", "shrink"))
+    with pytest.raises(KeyboardInterrupt):
+        make_synthetic(tmp_path, settings, workers=1)
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert files == ["videos/grow/grow_00000.mp4"]
+    assert len(decord.VideoReader(str(tmp_path / files[0]))) == 6

@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Dict, Optional
 
+from ops.common.fileio import WRITE_ERRNOS, write_error
+
 
 class RunLog:
     """Writes ``log.txt`` and tensorboard scalars into the run folder (rank 0); other ranks stay quiet."""
@@ -16,8 +18,13 @@ class RunLog:
         self.file = None
         self.writer = None
         if enabled:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            self.file = open(output_dir / "log.txt", "a", buffering=1)
+            try:
+                output_dir.mkdir(parents=True, exist_ok=True)
+                self.file = open(output_dir / "log.txt", "a", buffering=1)
+            except OSError as exc:
+                if exc.errno not in WRITE_ERRNOS:
+                    raise
+                raise write_error(output_dir / "log.txt", exc, (output_dir / "log.txt").exists()) from None
             if tensorboard:
                 from tensorboardX import SummaryWriter
 

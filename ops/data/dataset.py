@@ -11,15 +11,24 @@ A sample that cannot be read is replaced by another one in training (counted
 and reported through ``bad``); in val/test it is flagged (``index`` = -1 - row) so
 the engine leaves it out of the metrics and score files instead of scoring
 another video in its place. ``strict=True`` raises on the first bad sample.
+
+Records whose frame folder or video file does not exist are found once, when the
+dataset is built (one stat each): they are left out and kept in ``missing``
+(:class:`MissingEntry`, with list file and line), which :func:`write_missing_report`
+writes as ``missing_<split>.txt``; with ``strict=True`` the first one is an error
+before any sample is read.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import List, Optional, Sequence
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from ops.common.errors import UserError
+from ops.common.fileio import write_report
 from ops.data.records import VideoRecord
 from ops.data.sampling import sample_indices
 from ops.data.sources import SourceError, open_source, resolve_path
@@ -47,13 +56,57 @@ class SamplingSettings:
         return sample_indices(num_frames, rng=rng, **{k: v for k, v in asdict(self).items()})
 
 
+@dataclass(frozen=True)
+class MissingEntry:
+    """A list-file entry whose media does not exist: list file, 1-based line, the path looked for."""
+
+    list_path: str
+    line: int
+    path: Path
+
+    def __str__(self) -> str:
+        return f"{self.list_path}:{self.line} {self.path}"
+
+
+def split_missing(records: Sequence[VideoRecord], root: str,
+                  video_ext: str = "") -> Tuple[List[VideoRecord], List[MissingEntry]]:
+    """(records whose frame folder or video file exists, the others as missing entries), in list order;
+    one stat per record."""
+    present, missing = [], []
+    for record in records:
+        path = resolve_path(root, record.path, video_ext)
+        if path.exists():
+            present.append(record)
+        else:
+            missing.append(MissingEntry(record.source, record.line, path))
+    return present, missing
+
+
+def write_missing_report(missing: Sequence[MissingEntry], out_dir: Path, split: str) -> Optional[Path]:
+    """Write ``out_dir/missing_<split>.txt`` (one ``list:line path`` per line, atomically) and return it;
+    with nothing missing, remove a stale one and return None."""
+    path = Path(out_dir) / f"missing_{split}.txt"
+    write_report(path, [str(entry) for entry in missing])
+    return path if missing else None
+
+
 class VideoDataset(torch.utils.data.Dataset):
     """Clips of the videos of a list file (frame folders or video files)."""
 
     def __init__(self, records: Sequence[VideoRecord], *, root: str, template: str, sampling: SamplingSettings,
                  transform: ClipTransform, num_classes: int, multi_label: bool = False, video_ext: str = "",
                  strict: bool = False, max_replacements: int = 10) -> None:
-        self.records = list(records)
+        present, self.missing = split_missing(records, root, video_ext)
+        if self.missing and strict:
+            first = self.missing[0]
+            raise UserError(f"{first.list_path}:{first.line}: {first.path} does not exist ({len(self.missing)} of "
+                            f"{len(records)} entries missing); fix the list or the dataset root, or leave out "
+                            "--strict-data to skip them")
+        if len(self.missing) == len(records):
+            first = self.missing[0]
+            raise UserError(f"{first.list_path}: none of its {len(records)} entries exists (line {first.line}: "
+                            f"{first.path}); is the dataset root right?")
+        self.records = present
         self.root = root
         self.template = template
         self.sampling = sampling

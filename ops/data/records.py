@@ -19,12 +19,14 @@ from ops.common.errors import UserError
 
 @dataclass(frozen=True)
 class VideoRecord:
-    """One line of a list file: ``path`` relative to the dataset root (or absolute)."""
+    """One line of a list file: ``path`` relative to the dataset root (or absolute); ``source`` is the
+    list file and ``line`` its 1-based line number (for messages)."""
 
     path: str
     num_frames: Optional[int]
     labels: Tuple[int, ...]
     line: int = 0
+    source: str = ""
 
     @property
     def label(self) -> int:
@@ -45,15 +47,15 @@ def parse_line(text: str, source: str, line: int) -> VideoRecord:
         nums = _ints(fields[1:])
         if len(fields) < 3 or nums is None or nums[0] < 0:
             raise UserError(f"{source}:{line}: expected 'path,num_frames,label[,label...]', got {text!r}")
-        return VideoRecord(fields[0], nums[0], tuple(nums[1:]), line)
+        return VideoRecord(fields[0], nums[0], tuple(nums[1:]), line, source)
     parts = text.split()
     if len(parts) >= 3 and _ints(parts[-2:]) is not None:
         frames, label = _ints(parts[-2:])
         if frames < 0 or label < 0:
             raise UserError(f"{source}:{line}: negative frame count or label in {text!r}")
-        return VideoRecord(" ".join(parts[:-2]), frames, (label,), line)
+        return VideoRecord(" ".join(parts[:-2]), frames, (label,), line, source)
     if len(parts) >= 2 and _ints(parts[-1:]) is not None and int(parts[-1]) >= 0:
-        return VideoRecord(" ".join(parts[:-1]), None, (int(parts[-1]),), line)
+        return VideoRecord(" ".join(parts[:-1]), None, (int(parts[-1]),), line, source)
     raise UserError(f"{source}:{line}: expected 'path num_frames label' or 'path label', got {text!r}")
 
 
@@ -63,9 +65,12 @@ def read_list_file(path: Path, num_classes: Optional[int] = None) -> List[VideoR
     if not path.is_file():
         raise UserError(f"{path}: list file not found (make one with `videorec make-annotations`, or pass --train-list/--val-list)")
     records = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
-            text = raw.strip()
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise UserError(f"{path}:{number}: not UTF-8 text (is this a list file?)") from None
             if not text or text.startswith("#"):
                 continue
             record = parse_line(text, str(path), number)

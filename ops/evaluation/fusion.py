@@ -76,6 +76,8 @@ def fuse(paths: Sequence[Path], fusion: str = "softmax-mean", weights: Optional[
     weights = list(weights) if weights else [1.0] * len(paths)
     if len(weights) != len(paths):
         raise UserError(f"{len(weights)} weights for {len(paths)} score files")
+    if min(weights) < 0 or sum(weights) <= 0:
+        raise UserError(f"--weight {' '.join(map(str, weights))}: weights must be >= 0 with a positive sum")
     reference: Optional[ScoreFile] = None
     total: Optional[np.ndarray] = None
     views = 0
@@ -104,11 +106,16 @@ def report(fused: Fused) -> Dict[str, float]:
 
 
 def write_report_files(fused: Fused, out_dir: Path, class_names: Optional[List[str]] = None) -> List[Path]:
-    """per_class_accuracy.csv and confusion_matrix.csv (rows: true class), atomically."""
+    """per_class_accuracy.csv and confusion_matrix.csv (rows: true class), atomically; single-label scores only.
+
+    ``class_names`` (one per class) name the rows, else the class indices do.
+    """
     from ops.common.fileio import write_text_atomic
 
     k = fused.scores.shape[1]
-    names = class_names if class_names and len(class_names) == k else [str(i) for i in range(k)]
+    if class_names is not None and len(class_names) != k:
+        raise UserError(f"{len(class_names)} class names for scores of {k} classes (is --classes the right file?)")
+    names = class_names if class_names is not None else [str(i) for i in range(k)]
     cm = fused.confusion_matrix
     acc = per_class_accuracy(cm)
     rows = ["class_index,class_name,videos,correct,accuracy"]

@@ -9,12 +9,14 @@ and writes the list files in the seeds' formats:
 * videos: ``<path> <label>``;
 
 with paths relative to the chosen root, plus ``classes.txt`` (one name per line,
-line ``i`` is label ``i``). Items whose video or frame folder is missing or empty
+line ``i`` is label ``i``). Items whose video or frame folder is missing or empty,
+and videos ffmpeg cannot decode (probed once each, ffmpeg's messages captured),
 are left out and listed in ``missing_<split>.txt``.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import random
@@ -25,7 +27,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ops.common.errors import UserError
 from ops.common.fileio import write_report, write_text_atomic
-from ops.prep.media import DEFAULT_TEMPLATE, FrameTemplate, count_frames, find_videos
+from ops.prep.media import DEFAULT_TEMPLATE, FrameTemplate, count_frames, find_videos, probe_video
+from ops.prep.workers import ChildProcesses, run_jobs
 
 SPLITS = ("train", "val", "test")
 MEDIA_KINDS = ("frames", "videos")
@@ -76,9 +79,19 @@ class AnnotationInputs:
         return None if path is None else Path(path)
 
 
+def _read_text(path: Path) -> str:
+    """A UTF-8 text file; anything else is a one-line error naming the file."""
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); is it the right file?") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+
+
 def _lines(path: Path) -> Iterator[Tuple[int, str]]:
     """(1-based line number, stripped line) for the non-empty lines of a text file."""
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(_read_text(path).splitlines(), 1):
         line = line.strip()
         if line:
             yield number, line
@@ -154,7 +167,7 @@ def read_sthv1(inputs: AnnotationInputs) -> Annotations:
 
 def _load_json(path: Path):
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
 
@@ -209,7 +222,7 @@ def kinetics_video_name(youtube_id: str, start: int, end: int) -> str:
 
 def _kinetics_rows(path: Path) -> Iterator[Tuple[str, Optional[str], str]]:
     """(location, class name or None, video name) for each row of a Kinetics CSV."""
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(_read_text(path), newline="") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
         needed = ("youtube_id", "time_start", "time_end")
@@ -330,9 +343,36 @@ READERS: Dict[str, Callable[[AnnotationInputs], Annotations]] = {
 }
 
 
+# The inputs each format reads; giving another one is an error, not a silently ignored flag.
+FORMAT_INPUTS: Dict[str, Tuple[str, ...]] = {
+    "folder": ("val_fraction", "seed"),
+    "sthv1": ("labels", "train", "val"),
+    "sthv2": ("labels", "train", "val", "test"),
+    "kinetics": ("labels", "train", "val", "test"),
+    "ucf101": ("split_dir", "split"),
+    "hmdb51": ("split_dir", "split"),
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_inputs(fmt: str, inputs: AnnotationInputs) -> None:
+    """Refuse inputs the format does not read, naming the ones it does."""
+    defaults = AnnotationInputs(media_dir=inputs.media_dir)
+    for name in sorted({n for names in FORMAT_INPUTS.values() for n in names} - set(FORMAT_INPUTS[fmt])):
+        if getattr(inputs, name) != getattr(defaults, name):
+            raise UserError(f"{_flag(name)} does not apply to --format {fmt} (it reads "
+                            f"{' '.join(_flag(n) for n in FORMAT_INPUTS[fmt])})")
+    if fmt == "folder" and inputs.seed != defaults.seed and inputs.val_fraction == 0:
+        raise UserError("--seed picks the val videos: it needs --val-fraction > 0")
+
+
 def read_annotations(fmt: str, inputs: AnnotationInputs) -> Annotations:
     if fmt not in READERS:
         raise UserError(f"--format {fmt!r}: expected one of {', '.join(READERS)}")
+    check_inputs(fmt, inputs)
     if inputs.media not in MEDIA_KINDS:
         raise UserError(f"--media {inputs.media!r}: expected frames or videos")
     if not Path(inputs.media_dir).is_dir():
@@ -344,11 +384,16 @@ def read_annotations(fmt: str, inputs: AnnotationInputs) -> Annotations:
 
 
 class MediaLookup:
-    """Finds an item's frame folder (counting its frames) or video file under the media folder."""
+    """Finds an item's frame folder (counting its frames) or video file under the media folder;
+    videos are probed with ffmpeg on ``workers`` threads (see :meth:`undecodable`)."""
 
-    def __init__(self, media_dir: Path, media: str, template: str = DEFAULT_TEMPLATE):
+    def __init__(self, media_dir: Path, media: str, template: str = DEFAULT_TEMPLATE, workers: int = 1):
+        if media == "videos" and template != DEFAULT_TEMPLATE:
+            raise UserError("--frame-template names the frames of --media frames; videos have none: leave it out")
         self.media_dir = Path(media_dir)
         self.media = media
+        self.workers = workers
+        self._probed: Dict[Path, Optional[str]] = {}
         self.template = FrameTemplate.parse(template)
         self._template_text = template
         # Videos: one scan, then look-ups by relative name without extension (the first in sorted
@@ -377,14 +422,28 @@ class MediaLookup:
         kind = "video" if self.media == "videos" else "frame folder"
         return None, 0, f"no {kind} " + " or ".join(item.names)
 
+    def undecodable(self, videos: Sequence[Path]) -> Dict[Path, str]:
+        """The videos ffmpeg cannot decode a first frame of, with the reason (each video probed once)."""
+        todo = sorted(set(videos) - set(self._probed))
+        if todo:
+            children = ChildProcesses()
+            for video, future in run_jobs(lambda v: probe_video(v, children), todo, workers=self.workers,
+                                          children=children, desc="probe videos", unit="video"):
+                self._probed[video] = future.result()
+        return {v: self._probed[v] for v in videos if self._probed[v] is not None}
+
 
 @dataclass
 class SplitResult:
+    """One split's list file: rows written, items left out (``undecodable`` of them are videos ffmpeg cannot
+    decode) and the report that lists them."""
+
     split: str
     list_file: Path
     written: int
     missing: int
     missing_file: Optional[Path]
+    undecodable: int = 0
 
 
 def write_annotations(annotations: Annotations, lookup: MediaLookup, *, root: Path, out: Path) -> Tuple[Path, List[SplitResult]]:
@@ -398,11 +457,13 @@ def write_annotations(annotations: Annotations, lookup: MediaLookup, *, root: Pa
     write_text_atomic(classes_file, "".join(f"{name}\n" for name in annotations.classes))
     results = []
     for split in (s for s in SPLITS if s in annotations.splits):
+        found = [(item, *lookup.find(item)) for item in annotations.splits[split]]
+        videos = [path for _, path, _, _ in found if path is not None] if lookup.media == "videos" else []
+        broken = lookup.undecodable(videos)
         rows, missing = [], []
-        for item in annotations.splits[split]:
-            path, frames, reason = lookup.find(item)
-            if path is None:
-                missing.append(f"{item.names[0]}\t{reason}")
+        for item, path, frames, reason in found:
+            if path is None or path in broken:
+                missing.append(f"{item.names[0]}\t{reason or f'{path}: {broken[path]}'}")
                 continue
             rel = Path(os.path.relpath(path, root)).as_posix()
             rows.append(f"{rel} {frames} {item.label}" if lookup.media == "frames" else f"{rel} {item.label}")
@@ -410,5 +471,7 @@ def write_annotations(annotations: Annotations, lookup: MediaLookup, *, root: Pa
         write_text_atomic(list_file, "".join(f"{row}\n" for row in rows))
         missing_file = out / f"missing_{split}.txt"
         write_report(missing_file, missing)
-        results.append(SplitResult(split, list_file, len(rows), len(missing), missing_file if missing else None))
+        undecodable = sum(1 for _, path, _, _ in found if path in broken)
+        results.append(SplitResult(split, list_file, len(rows), len(missing), missing_file if missing else None,
+                                   undecodable))
     return classes_file, results

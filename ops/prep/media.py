@@ -11,18 +11,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import ffmpeg
-from tqdm import tqdm
 
 from ops.common.errors import UserError
-from ops.common.fileio import write_report
+from ops.common.fileio import check_output_dir, write_report
+from ops.prep.workers import ChildProcesses, run_jobs
 
 VIDEO_EXTENSIONS: Tuple[str, ...] = (
     ".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".ogv",
@@ -159,13 +156,29 @@ def check_settings(short_side: int, fps: Optional[float], quality: int, template
     return FrameTemplate.parse(template)
 
 
+def probe_video(video: Path, children: Optional[ChildProcesses] = None) -> Optional[str]:
+    """None when ffmpeg decodes the first frame of ``video``'s first video stream, else the reason in one line.
+
+    ffmpeg's own messages are captured, never printed.
+    """
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", f"file:{video}",
+           "-map", "0:v:0", "-frames:v", "1", "-f", "null", "-"]
+    code, stderr = (children or ChildProcesses()).run(cmd)
+    message = _ffmpeg_message(stderr)
+    if code != 0:
+        return f"undecodable: {message or f'ffmpeg exit code {code}'}"
+    return None
+
+
 def extract_frames(video: Path, out_dir: Path, short_side: int = 320, fps: Optional[float] = None, quality: int = 2,
-                   template: str = DEFAULT_TEMPLATE) -> int:
+                   template: str = DEFAULT_TEMPLATE, children: Optional[ChildProcesses] = None) -> int:
     """Extract the frames of ``video`` into ``out_dir`` (replaced if present); returns the number written.
 
     ``short_side`` 0 keeps the native size; ``fps`` None keeps the native rate. Raises
     :class:`MediaError` (with ffmpeg's message) when the video cannot be decoded
-    or yields no frame; ``out_dir`` is then left untouched.
+    or yields no frame; ``out_dir`` is then left untouched. ``children`` lets a caller
+    stop the ffmpeg process (then :class:`ops.prep.workers.Stopped` is raised and the
+    temporary folder removed).
     """
     video, out_dir = Path(video), Path(out_dir)
     tmpl = check_settings(short_side, fps, quality, template)
@@ -177,10 +190,10 @@ def extract_frames(video: Path, out_dir: Path, short_side: int = 320, fps: Optio
     try:
         pattern = os.path.join(str(tmp).replace("%", "%%"), tmpl.ffmpeg_pattern)  # '%' in a folder name is literal
         cmd = extraction_command(video, pattern, short_side=short_side, fps=fps, quality=quality)
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        message = _ffmpeg_message(proc.stderr)
-        if proc.returncode != 0:
-            raise MediaError(video, f"ffmpeg failed: {message or f'exit code {proc.returncode}'}")
+        code, stderr = (children or ChildProcesses()).run(cmd)
+        message = _ffmpeg_message(stderr)
+        if code != 0:
+            raise MediaError(video, f"ffmpeg failed: {message or f'exit code {code}'}")
         written = count_frames(tmp, tmpl)
         if written == 0:
             raise MediaError(video, f"no frames decoded{': ' + message if message else ' (no video stream?)'}")
@@ -235,15 +248,20 @@ def _remove_empty_parents(folder: Path, stop: Path) -> None:
 
 
 def extract_tree(src: Path, dst: Path, *, short_side: int = 320, fps: Optional[float] = None, quality: int = 2,
-                 template: str = DEFAULT_TEMPLATE, workers: int = 1, overwrite: bool = False) -> ExtractSummary:
+                 template: str = DEFAULT_TEMPLATE, workers: int = 1, overwrite: bool = False,
+                 note: Callable[[str], None] = lambda message: None) -> ExtractSummary:
     """Extract every video under ``src`` into ``dst`` with ``workers`` parallel ffmpeg processes.
 
     Finished folders are skipped unless ``overwrite``. Failures do not stop the
     others; they are written to ``dst/extract_failures.txt`` (``path<TAB>reason``),
-    which is removed when a run has none.
+    which is removed when a run has none. ``note`` gets one line when the work starts.
+    On ``KeyboardInterrupt`` the running ffmpeg processes are stopped and their
+    temporary folders removed before it is re-raised: every frame folder in ``dst``
+    is complete.
     """
     src, dst = Path(src), Path(dst)
     check_settings(short_side, fps, quality, template)  # fail before starting any work
+    check_output_dir(dst, "frames folder", fix="choose another DST or fix its permissions")
     videos = find_videos(src)
     if not videos:
         raise UserError(f"{src}: no videos found (extensions {' '.join(VIDEO_EXTENSIONS)})")
@@ -256,18 +274,23 @@ def extract_tree(src: Path, dst: Path, *, short_side: int = 320, fps: Optional[f
             summary.skipped += 1
         else:
             todo[video] = out
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(extract_frames, video, out, short_side, fps, quality, template): video
-                   for video, out in todo.items()}
-        for future in tqdm(as_completed(futures), total=len(futures), desc="extract-frames", unit="video",
-                           disable=None, file=sys.stderr):
-            try:
-                summary.frames += future.result()
-                summary.extracted += 1
-            except MediaError as exc:
-                summary.failures.append((futures[future], exc.reason))
-            except OSError as exc:
-                summary.failures.append((futures[future], f"{type(exc).__name__}: {exc}"))
+    note(f"extracting {len(todo)} videos into {dst} ({summary.skipped} already done)")
+    children = ChildProcesses()
+    try:
+        done = run_jobs(lambda video: extract_frames(video, todo[video], short_side, fps, quality, template, children),
+                        list(todo), workers=workers, children=children, desc="extract-frames", unit="video")
+    except KeyboardInterrupt:
+        for out in todo.values():
+            _remove_empty_parents(out.parent, dst)
+        raise
+    for video, future in done:
+        try:
+            summary.frames += future.result()
+            summary.extracted += 1
+        except MediaError as exc:
+            summary.failures.append((video, exc.reason))
+        except OSError as exc:
+            summary.failures.append((video, f"{type(exc).__name__}: {exc}"))
     summary.failures.sort()
     for video, _ in summary.failures:
         _remove_empty_parents(plan[video].parent, dst)

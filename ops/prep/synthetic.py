@@ -14,19 +14,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import ffmpeg
 import numpy as np
-from tqdm import tqdm
 
 from ops.common.errors import UserError
-from ops.common.fileio import write_text_atomic
+from ops.common.fileio import check_output_dir, write_text_atomic
 from ops.prep.media import ffmpeg_exe
+from ops.prep.workers import ChildProcesses, run_jobs
 
 # Sorted, as `make-annotations --format folder` numbers the class folders.
 CLASS_NAMES = (
@@ -61,6 +59,37 @@ SHAPES: Dict[str, Shape] = {
 SHAPE_RADIUS = np.sqrt(2.0)  # every shape lies within this radius of its centre (in local units)
 
 
+def _rgb_row_bytes(width: int, align: int = 32) -> int:
+    """Bytes of one RGB24 row in an ffmpeg filter frame: the width is rounded up to 1, 2, 4, ... pixels
+    until the row is a multiple of ``align`` bytes (libavfilter's frame pool, which decord's reader uses)."""
+    step = 1
+    while step <= align:
+        row = 3 * (-(-width // step) * step)
+        if row % align == 0:
+            return row
+        step *= 2
+    return -(-row // align) * align
+
+
+def decord_reads_width(width: int) -> bool:
+    """Whether decord returns frames of this width intact.
+
+    decord takes a padded row for a packed one when the padding makes the row a
+    whole number of pixels (e.g. 48 px: 144 bytes padded to 192 = 4 x 48) and then
+    fails with ``from_size == to_size (9216 vs. 6912)``, whatever the codec or pixel
+    format (measured: of the even widths 16..328 only 16, 24, 48 and 72).
+    """
+    row = _rgb_row_bytes(width)
+    return row == 3 * width or row % width != 0
+
+
+def nearest_sizes(size: int) -> Tuple[int, int]:
+    """The accepted sizes just below and just above ``size`` (see :meth:`SyntheticSettings.check`)."""
+    below = next((s for s in range(size - 2, 15, -2) if decord_reads_width(s)), size + 2)
+    above = next(s for s in range(size + 2, size + 200, 2) if decord_reads_width(s))
+    return below, above
+
+
 @dataclass(frozen=True)
 class SyntheticSettings:
     num_videos: int = 300
@@ -78,6 +107,10 @@ class SyntheticSettings:
             raise UserError(f"make-synthetic: need --num-videos >= 1 and --frames >= 2 (got {self.num_videos}, {self.frames})")
         if self.size < 16 or self.size % 2:
             raise UserError(f"make-synthetic: --size {self.size} must be even and >= 16 (yuv420p needs even sizes)")
+        if not decord_reads_width(self.size):
+            below, above = nearest_sizes(self.size)
+            raise UserError(f"make-synthetic: --size {self.size}: decord cannot read videos {self.size} pixels wide "
+                            f"(a known decord limitation); choose --size {below} or {above}")
         if self.fps <= 0:
             raise UserError(f"make-synthetic: --fps {self.fps} must be > 0")
 
@@ -152,8 +185,12 @@ def pick_encoder() -> str:
     return "libx264" if " libx264 " in listing else "mpeg4"
 
 
-def encode_video(frames: np.ndarray, path: Path, *, fps: float, encoder: str) -> None:
-    """Encode (T, H, W, 3) uint8 frames to ``path`` (mp4, yuv420p, bit-exact), through a temporary file."""
+def encode_video(frames: np.ndarray, path: Path, *, fps: float, encoder: str,
+                 children: Optional[ChildProcesses] = None) -> None:
+    """Encode (T, H, W, 3) uint8 frames to ``path`` (mp4, yuv420p, bit-exact), through a temporary file.
+
+    ``children`` lets a caller stop the encoder (the temporary file is then removed).
+    """
     T, H, W, _ = frames.shape
     quality = {"crf": 18, "preset": "veryfast"} if encoder == "libx264" else {"q:v": 3}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -162,10 +199,9 @@ def encode_video(frames: np.ndarray, path: Path, *, fps: float, encoder: str) ->
                         fflags="+bitexact", **{"flags:v": "+bitexact", "map_metadata": -1}, **quality)
     cmd = out.global_args("-hide_banner", "-loglevel", "error").overwrite_output().compile(cmd=ffmpeg_exe())
     try:
-        proc = subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
-        if proc.returncode != 0:
-            raise UserError(f"{path}: ffmpeg could not encode: {proc.stderr.decode(errors='replace').strip()}")
+        code, stderr = (children or ChildProcesses()).run(cmd, input=np.ascontiguousarray(frames).tobytes())
+        if code != 0:
+            raise UserError(f"{path}: ffmpeg could not encode: {stderr.decode(errors='replace').strip()}")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -188,21 +224,27 @@ def render_index(settings: SyntheticSettings, index: int) -> np.ndarray:
 
 
 def make_synthetic(dst: Path, settings: SyntheticSettings, *, workers: int = 1) -> List[Path]:
-    """Render and encode the dataset under ``dst/videos/<class>/``; writes ``dst/synthetic.json`` (the settings)."""
+    """Render and encode the dataset under ``dst/videos/<class>/``; writes ``dst/synthetic.json`` (the settings).
+
+    On ``KeyboardInterrupt`` the encoders are stopped and their temporary files
+    removed before it is re-raised: every video written is complete.
+    """
     settings.check()
     dst = Path(dst)
+    check_output_dir(dst, "dataset folder", fix="choose another DST or fix its permissions")
     for name in settings.classes:
         (dst / "videos" / name).mkdir(parents=True, exist_ok=True)
     encoder = pick_encoder()
+    children = ChildProcesses()
 
     def one(index: int) -> Path:
         path = video_path(dst, index, settings.classes)
-        encode_video(render_index(settings, index), path, fps=settings.fps, encoder=encoder)
+        encode_video(render_index(settings, index), path, fps=settings.fps, encoder=encoder, children=children)
         return path
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        paths = list(tqdm(pool.map(one, range(settings.num_videos)), total=settings.num_videos,
-                          desc="make-synthetic", unit="video", disable=None, file=sys.stderr))
+    done = run_jobs(one, range(settings.num_videos), workers=workers, children=children, desc="make-synthetic",
+                    unit="video")
+    paths = [future.result() for _, future in sorted(done, key=lambda pair: pair[0])]
     record = {**asdict(settings), "encoder": encoder, "classes": list(settings.classes)}
     write_text_atomic(dst / "synthetic.json", json.dumps(record, indent=2) + "\n")
     return paths
