@@ -181,3 +181,22 @@ def test_resume_from_a_signal_at_the_last_step_of_an_epoch(tiny_dataset, tmp_pat
     torch.save(state, tmp_path / "run" / "last.pth")
     out = train(tiny_dataset, tmp_path / "run", "--epochs", 1, "--resume", "auto")
     assert "epoch 0, step 4" in out.output and "epoch 0 val:" in out.output
+
+
+def test_missing_list_entries_are_reported_in_the_run_and_score_folders(tiny_dataset, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(tiny_dataset.parent, root)
+    for split in ("train", "val"):
+        with open(root / f"{split}.txt", "a") as fh:
+            fh.write(f"frames/gone/{split}_video 8 0\n")
+    config = root / tiny_dataset.name
+    run = train(config, tmp_path / "run", "--epochs", 1, "--max-iters-per-epoch", 1)
+    assert "list entries name media that do not exist" in run.output
+    lines = (tmp_path / "run" / "missing_train.txt").read_text().splitlines()
+    assert lines == [f"{root / 'train.txt'}:17 {root / 'frames/gone/train_video'}"]
+    assert (tmp_path / "run" / "missing_val.txt").read_text().count("val_video") == 1
+    out = cli("test", config, "--weights", tmp_path / "run" / "last.pth", "--test-list", "val.txt", "-o", tmp_path / "s",
+              "--workers", 0)
+    assert out.exit_code == 0, out.output
+    assert "frames/gone/val_video" in (tmp_path / "s" / "missing_test.txt").read_text()
+    assert len(read_scores(tmp_path / "s" / "scores_clip0of1.pkl").video_ids) == 8

@@ -19,6 +19,7 @@ from ops.common.errors import UserError
 from ops.common.fileio import check_output_dir
 from ops.common.options import GivenOptions
 from ops.data.loader import ViewSettings, build_dataset, dataset_config, resolve_spec
+from ops.data.dataset import write_missing_report
 from ops.engine.checkpoints import load_model, override_note
 from ops.engine.config import DataSettings
 from ops.engine.distributed import init_distributed
@@ -79,6 +80,11 @@ def run_test(settings: TestSettings, say: Callable[[str], None] = print) -> List
     for clip_index in settings.clip_indices:
         views = ViewSettings(settings.test_crops, settings.full_res, clip_index, settings.num_clips, settings.twice_sample)
         dataset = build_dataset(settings.data, spec, "test", "test", views, cfg=cfg)
+        if info.is_main and clip_index == settings.clip_indices[0]:
+            report = write_missing_report(dataset.missing, out_dir, "test")
+            if report is not None:
+                say(f"{len(dataset.missing)} test list entries name media that do not exist; left out, listed in "
+                    f"{report}")
         preds = predict(model, dataset, info, batch_size=settings.batch_size, workers=settings.data.workers,
                         amp=settings.amp, exits=settings.exits, desc=f"clip {clip_index}/{settings.num_clips}")
         metrics = view_metrics(preds.logits, preds.targets, cfg.multi_label)
@@ -87,7 +93,8 @@ def run_test(settings: TestSettings, say: Callable[[str], None] = print) -> List
             ids = [dataset.records[i].path for i in preds.indices]
             scores = ScoreFile(ids, preds.targets, preds.logits, clip_index, settings.num_clips,
                                {**asdict(settings), "arch": model.arch_name, "model_options": dict(model.model_options),
-                                "input_spec": asdict(spec), "num_classes": cfg.num_classes, "skipped": preds.bad},
+                                "input_spec": asdict(spec), "num_classes": cfg.num_classes,
+                                "skipped": preds.bad, "missing": [str(m) for m in dataset.missing]},
                                preds.exit_logits)
             path = out_dir / f"scores_clip{clip_index}of{settings.num_clips}.pkl"
             write_scores(path, scores)

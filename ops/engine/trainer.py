@@ -35,7 +35,7 @@ from ops.engine.inference import autocast, predict
 from ops.evaluation.metrics import mean_average_precision, topk_accuracy
 from ops.engine.optim import LRSchedule, make_optimizer, param_groups
 from ops.common.runlog import BadSamples, RunLog, progress
-from ops.data.dataset import VideoDataset
+from ops.data.dataset import VideoDataset, write_missing_report
 from ops.data.sources import SourceError
 
 
@@ -162,6 +162,16 @@ def prepare(settings: TrainSettings) -> Prepared:
                     resume_path(settings.resume, out_dir))
 
 
+def report_missing(prepared: Prepared, out_dir: Path, log: RunLog) -> None:
+    """List entries whose media do not exist (counted when the lists were read) go to
+    ``missing_<split>.txt`` in the run folder, with one log line per split."""
+    for split, dataset in (("train", prepared.train_set), ("val", prepared.val_set)):
+        report = write_missing_report(dataset.missing, out_dir, split)
+        if report is not None:
+            log.warn(f"{len(dataset.missing)} {split} list entries name media that do not exist; left out, listed "
+                     f"in {report}")
+
+
 def train(settings: TrainSettings) -> Dict[str, float]:
     """Train as ``settings`` say; returns the last validation metrics and the best one."""
     info = init_distributed(settings.device)
@@ -175,6 +185,8 @@ def train(settings: TrainSettings) -> Dict[str, float]:
                 log.info(f"removed {path.name}, left by a process that died while writing")
         for message in prepared.messages:
             log.info(message)
+        if info.is_main:
+            report_missing(prepared, out_dir, log)
         return _train(settings, prepared, info, out_dir, log)
     except SourceError as exc:  # strict mode, or a dataset where nothing reads
         raise UserError(last_line(exc)) from None
