@@ -68,13 +68,17 @@ def fuse_conv_bn(conv: nn.modules.conv._ConvNd, norm: nn.modules.batchnorm._Batc
     return fused
 
 
-def linear_classifier(in_features: int, num_classes: int, std: float) -> nn.Linear:
-    """A Linear head with weights normal(0, ``std``) and zero biases (0.001 in TSN, TSM, TDN and
-    MSN; 0.01 in MVFNet and X3D)."""
-    fc = nn.Linear(in_features, num_classes)
+def init_classifier_(fc: nn.Linear, std: float) -> nn.Linear:
+    """Classifier initialisation, in place: weights normal(0, ``std``), zero biases (0.001 in TSN,
+    TSM, TDN and MSN; 0.01 in MVFNet and X3D)."""
     nn.init.normal_(fc.weight, 0.0, std)
     nn.init.zeros_(fc.bias)
     return fc
+
+
+def linear_classifier(in_features: int, num_classes: int, std: float) -> nn.Linear:
+    """A new Linear head initialised by :func:`init_classifier_`."""
+    return init_classifier_(nn.Linear(in_features, num_classes), std)
 
 
 def per_step_loss(logits: torch.Tensor, target: torch.Tensor, criterion: Criterion) -> torch.Tensor:

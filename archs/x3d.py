@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from archs.layers import depthwise_temporal_conv, fuse_conv_bn, linear_classifier, make_divisible
+from archs.layers import depthwise_temporal_conv, fuse_conv_bn, init_classifier_, linear_classifier, make_divisible
 from archs.registry import KINETICS_MEAN, KINETICS_STD, InputSpec, register_model
 
 __all__ = ["X3DNet", "X3DStem", "X3DHead", "ResBlock", "SqueezeExcite", "X3DBottleneck", "TemporalDepthwiseConv3d",
@@ -200,8 +200,7 @@ def init_x3d_weights(model: nn.Module, *, fc_std: float = FC_STD, zero_init_fina
             nn.init.constant_(m.weight, 0.0 if zero else 1.0)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=fc_std)
-            nn.init.zeros_(m.bias)
+            init_classifier_(m, fc_std)
 
 
 # (conv, BN after it) attribute pairs of our blocks, for :meth:`X3DNet.fuse_bn`.
