@@ -160,3 +160,21 @@ def test_registry_names_match_their_fixed_constants():
         if "depth" in fixed:
             assert name.endswith(f"_r{fixed['depth']}"), name
     assert builder_parameters(get_entry("tsn_r50").builder).keys() >= {"backbone", "num_segments"}
+
+
+def test_models_command_lists_aliases_and_options_and_imports_torch_lazily():
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from videorec_cli.main import app
+
+    result = CliRunner().invoke(app, ["models", "msn*", "--no-measure"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    row = next(line for line in lines if line.startswith("msn_r50 "))
+    assert row.split()[:3] == ["msn_r50", "msn", "msn"]
+    assert lines[lines.index(row) + 1].split() == ["options:", "dropout=0.5,", "num_segments=8,", "partial_bn=False"]
+    code = "import sys, videorec_cli.models_cmd; assert 'torch' not in sys.modules and 'archs' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(archs.__file__).parent.parent)
