@@ -9,6 +9,10 @@ Glance and focus features are concatenated, sent through an MLP, max-pooled
 cumulatively over frames and classified by one head per frame: exit t predicts
 after seeing frames 0..t (early exit, AdaFocusV2+).
 
+Interface: ``forward(x) -> (N, K)`` is the last exit (all frames) in train and eval;
+``forward_exits(x) -> (N, T, K)``; :meth:`AdaFocusV2.training_loss` is the reference's
+training objective (glance, focus and exit heads on random and on policy patches).
+
 Module names follow the reference code (``global_CNN``, ``global_CNN_fc``,
 ``local_CNN``, ``local_CNN_fc``, ``policy_stn``, ``classifier``), so its released
 checkpoints load after :meth:`AdaFocusV2.convert_state_dict` maps the MobileNetV2
@@ -17,14 +21,15 @@ block layout and drops the never-used ImageNet heads.
 from __future__ import annotations
 
 import re
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archs.layers import Criterion, fold_time, per_step_loss
 from archs.registry import InputSpec, register_model
-from archs.tsn import fold_time, torchvision_backbone
+from archs.tsn import torchvision_backbone
 
 GLANCE_BACKBONES = {"mbv2": "mobilenet_v2", "res50": "resnet50"}
 RES50_GLANCE_SIZE = 96
@@ -134,25 +139,24 @@ class PoolingClassifier(nn.Module):
         self.mlp = MLP(in_dim, hidden_dim)
         self.classifiers = nn.ModuleList(head(hidden_dim, num_classes, dropout) for _ in range(num_exits))
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+    def pool(self, feats: torch.Tensor) -> torch.Tensor:
+        """(N, T, D) -> (N, T, hidden): ``c_t`` of every frame."""
         n, t, d = feats.shape
-        pooled = self.mlp(feats.reshape(n * t, d)).view(n, t, -1).cummax(dim=1).values
+        return self.mlp(feats.reshape(n * t, d)).view(n, t, -1).cummax(dim=1).values
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        pooled = self.pool(feats)
         return torch.stack([clf(pooled[:, i]) for i, clf in enumerate(self.classifiers)], dim=1)
 
 
 class AdaFocusV2(nn.Module):
     """AdaFocusV2: input (N, 3, T, H, W) with T = ``num_segments`` and H = W = ``input_size``.
 
-    * eval ``forward`` -> (N, K): the last exit (all T frames).
+    * ``forward`` -> (N, K), train and eval: the last exit (all T frames);
+      ``forward_features`` -> (N, hidden_dim) its pooled features, ``forward_head`` its head.
     * ``forward_exits`` -> (N, T, K): exit t has seen frames 0..t (after the
       coarse-to-fine reordering when ``coarse_to_fine``).
-    * train ``forward`` -> (N, 6T, K), the reference's training targets stacked along
-      the exit axis, each T long: [glance head, glance head, focus head on random
-      patches, exits with random patches, focus head on policy patches, exits with
-      policy patches] (so ``[:, -1]`` is the final exit of the policy pass, the
-      reference's training prediction). The engine's mean cross-entropy over these 6T rows is the
-      reference loss ``(CE_policy + CE_random) / 2`` (each CE = exits + glance +
-      focus head) divided by 3; use a 3x learning rate to match its step size.
+    * ``training_loss`` -> (loss, last exit (N, K)): the reference objective, see there.
 
     ``hidden_dim`` (4096) and ``stn_hidden_dim`` (2048) default to the widths of the
     released checkpoints: the reference ignores its ``--hidden_dim`` flag (4096 is
@@ -209,31 +213,54 @@ class AdaFocusV2(nn.Module):
         return maps, maps.mean(dim=(2, 3))
 
     def _focus(self, frames: torch.Tensor, glance: torch.Tensor, corners: torch.Tensor):
-        """Patches at ``corners`` -> focus features (M, 2048) and exit logits (N, T, K)."""
+        """Patches at ``corners`` -> focus features (M, 2048) and glance + focus features (N, T, D)."""
         local = self.local_CNN(crop_patches(frames, corners, self.patch_size))
         feats = torch.cat([glance, local], dim=1).view(-1, self.num_segments, glance.shape[1] + local.shape[1])
-        return local, self.classifier(feats)
+        return local, feats
+
+    def _frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, T, H, W) -> glance + focus features of every frame (N, T, D), patches where the policy looks."""
+        frames = self._frames(x)
+        maps, glance = self._glance(frames)
+        corners = self.policy_stn(maps.detach(), self.num_segments)  # no gradient from the policy into the glance CNN
+        return self._focus(frames, glance, corners)[1]
 
     def forward_exits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, T, H, W) -> (N, T, K): logits after each frame."""
-        frames = self._frames(x)
-        maps, glance = self._glance(frames)
-        corners = self.policy_stn(maps.detach(), self.num_segments)
-        return self._focus(frames, glance, corners)[1]
+        return self.classifier(self._frame_features(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, T, H, W) -> (N, hidden_dim): the last exit's pooled features (max over frames)."""
+        return self.classifier.pool(self._frame_features(x))[:, -1]
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, hidden_dim) -> (N, K): the last exit's head."""
+        return self.classifier.classifiers[-1](features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return self.forward_exits(x)[:, -1]
+        return self.forward_head(self.forward_features(x))
+
+    def training_loss(self, x: torch.Tensor, target: torch.Tensor,
+                      criterion: Criterion) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The reference objective: (loss, last exit of the policy pass (N, K)).
+
+        Six groups of T targets each: the glance head (counted twice), the focus head and the
+        exits on random patches, the focus head and the exits on policy patches; the loss is
+        the mean of ``criterion`` over these 6T logits (:func:`archs.layers.per_step_loss`),
+        which is the reference loss ``(CE_policy + CE_random) / 2`` (each CE = exits + glance
+        + focus head) divided by 3: use a 3x learning rate to match its step size.
+        """
         n = x.shape[0]
         frames = self._frames(x)
         maps, glance = self._glance(frames)
         glance_logits = self.global_CNN_fc(glance).view(n, self.num_segments, -1)
-        policy = self.policy_stn(maps.detach(), self.num_segments)  # no gradient from the policy into the glance CNN
-        outputs = [glance_logits, glance_logits]
+        policy = self.policy_stn(maps.detach(), self.num_segments)
+        targets = [glance_logits, glance_logits]
         for corners in (torch.rand_like(policy), policy):
-            local, exits = self._focus(frames, glance, corners)
-            outputs += [self.local_CNN_fc(local).view(n, self.num_segments, -1), exits]
-        return torch.cat(outputs, dim=1)
+            local, feats = self._focus(frames, glance, corners)
+            exits = self.classifier(feats)
+            targets += [self.local_CNN_fc(local).view(n, self.num_segments, -1), exits]
+        return per_step_loss(torch.cat(targets, dim=1), target, criterion), exits[:, -1]
 
     def get_classifier(self) -> nn.Module:
         """The last exit's Linear (the head of the eval output)."""
@@ -271,5 +298,17 @@ class AdaFocusV2(nn.Module):
         return out
 
 
-register_model("adafocusv2", family="adafocus",
-               description="AdaFocusV2: glance CNN + policy GRU + focus ResNet-50 on a patch, one exit per frame")(AdaFocusV2)
+@register_model("adafocusv2", family="adafocus", aliases=("adafocus",),
+                description="AdaFocusV2: glance CNN + policy GRU + focus ResNet-50 on a patch, one exit per frame")
+def adafocusv2(num_classes: int = 200, *, glance_arch: str = "mbv2", patch_size: int = 128, num_segments: int = 16,
+               input_size: int = 224, glance_size: Optional[int] = None, hidden_dim: int = 4096,
+               stn_hidden_dim: int = 2048, dropout: float = 0.8, fc_dropout: float = 0.8,
+               coarse_to_fine: bool = False, global_lr_ratio: float = 1.0, stn_lr_ratio: float = 0.01,
+               classifier_lr_ratio: float = 1.0, imagenet_pretrained: bool = False) -> AdaFocusV2:
+    """AdaFocusV2 with a ``glance_arch`` (mbv2 / res50) glance CNN and ``patch_size`` patches on
+    ``num_segments`` frames of ``input_size``; see :class:`AdaFocusV2` for every option."""
+    return AdaFocusV2(num_classes, glance_arch=glance_arch, patch_size=patch_size, num_segments=num_segments,
+                      input_size=input_size, glance_size=glance_size, hidden_dim=hidden_dim,
+                      stn_hidden_dim=stn_hidden_dim, dropout=dropout, fc_dropout=fc_dropout,
+                      coarse_to_fine=coarse_to_fine, global_lr_ratio=global_lr_ratio, stn_lr_ratio=stn_lr_ratio,
+                      classifier_lr_ratio=classifier_lr_ratio, imagenet_pretrained=imagenet_pretrained)

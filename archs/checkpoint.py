@@ -3,7 +3,8 @@
 Every read uses ``torch.load(..., weights_only=True)``: nothing we read can run code.
 Loading is strict: every key of the checkpoint is used, every key of the model is
 filled and every shape matches; otherwise :class:`CheckpointError` reports what
-differs.
+differs. A family's ``convert_state_dict`` may refuse another family's checkpoint
+(a TSM one into a TSN model) with a :class:`CheckpointError` naming the arch to use.
 """
 from __future__ import annotations
 
@@ -77,7 +78,10 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
     """Load ``state`` into ``model`` after the family's key map; strict, with a report."""
     convert = getattr(model, "convert_state_dict", None)
     if convert is not None:
-        state = convert(dict(state))
+        try:
+            state = convert(dict(state))
+        except CheckpointError as exc:  # e.g. another family's checkpoint: say which file
+            raise CheckpointError(f"{source}: {exc}") from None
     report = mismatch_report(model, state)
     if report:
         cls = classifier_mismatch(model, state)

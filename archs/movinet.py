@@ -32,9 +32,14 @@ Streaming: the recurrent state is explicit::
     for clip in chunks:                           # any number of frames per chunk
         logits, state = model(clip, state)        # logits of all frames seen so far
 
-``model(clip)`` without a state starts from zeros and returns only the logits, so a stream
+``model(clip)`` without a state starts from zeros and returns only the logits (N, K), so a stream
 model trains and tests on whole clips like any other model (the same causal graph). Feeding a
-video frame by frame, in chunks or at once gives the same logits.
+video frame by frame, in chunks or at once gives the same logits. ``forward_features(clip)`` is
+the pooled ``conv7`` output (N, head) and ``forward_head`` the classifier on it.
+
+One builder, :func:`movinet`, is registered under every name: ``movinet_a0`` ... ``movinet_a5``
+fix ``variant`` and ``stream=False``, the ``*_stream`` names ``stream=True``; ``num_segments``
+(the clip's frames) defaults to each size's evaluation view.
 """
 from __future__ import annotations
 
@@ -46,7 +51,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from archs.registry import InputSpec, register_model
+from archs.layers import depthwise_temporal_conv, fold_batch_norm, fold_time, make_divisible
+from archs.registry import InputSpec, ModelOptionError, register_model
 
 __all__ = ["MoViNet", "MoViNetConfig", "Bottleneck", "DepthwiseConv", "FrameConv", "SqueezeExcitation",
            "CONFIGS", "movinet"]
@@ -137,12 +143,6 @@ CONFIGS: Dict[str, MoViNetConfig] = {
 
 # ----------------------------------------------------------------------------- helpers
 
-def make_divisible(value: float, divisor: int = 8) -> int:
-    """``value`` rounded to a multiple of ``divisor``, never more than 10% below it (TF rule)."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * value else rounded
-
-
 def same_padding(size: int, kernel: int, stride: int) -> Tuple[int, int]:
     """TF 'SAME' padding (before, after) of one spatial axis; an odd total puts the extra pixel after."""
     total = max(kernel - (stride if size % stride == 0 else size % stride), 0)
@@ -167,8 +167,7 @@ def pad_same(x: Tensor, kernel: Tuple[int, int], stride: int) -> Tensor:
 def per_frame(module: nn.Module, x: Tensor) -> Tensor:
     """Apply a 2D ``module`` to every frame: (N, C, T, H, W) -> (N, C', T, H', W')."""
     n, t = x.shape[0], x.shape[2]
-    y = module(x.transpose(1, 2).flatten(0, 1))
-    return y.unflatten(0, (n, t)).transpose(1, 2)
+    return module(fold_time(x)).unflatten(0, (n, t)).transpose(1, 2)
 
 
 def frame_counts(frames: Tensor, num_frames: int, dtype: torch.dtype) -> Tensor:
@@ -279,10 +278,7 @@ class ConvNormAct(nn.Sequential):
         if not any(tensor.is_inference() for tensor in sources):
             key = tuple((tensor.data_ptr(), tensor._version) for tensor in sources)
         if key is None or self._folded is None or self._folded[0] != key:
-            scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-            shift = norm.running_mean if conv.bias is None else norm.running_mean - conv.bias
-            weight = conv.weight * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
-            self._folded = key, weight, norm.bias - shift * scale
+            self._folded = (key, *fold_batch_norm(conv.weight, conv.bias, norm))
         return self._folded[1], self._folded[2]
 
 
@@ -295,13 +291,7 @@ class TemporalConvNormAct(ConvNormAct):
         super().__init__(channels, channels, (frames, 1), dims=2, padding=(padding, 0), groups=channels, act=act)
 
     def _folded_conv(self, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-        pad = self[0].padding[0]
-        x = F.pad(x, (0, 0, pad, pad)) if pad else x
-        kt, frames = weight.shape[2], x.shape[2] - weight.shape[2] + 1
-        out = torch.addcmul(bias.view(-1, 1, 1), x[:, :, :frames], weight[:, :, 0])
-        for k in range(1, kt):
-            out.addcmul_(x[:, :, k:k + frames], weight[:, :, k])
-        return out
+        return depthwise_temporal_conv(x, weight, bias, padding=self[0].padding[0])
 
 
 class FrameConv(nn.Module):
@@ -474,7 +464,8 @@ class MoViNet(nn.Module):
         if conv_type not in ("3d", "2plus1d"):
             raise ValueError(f"conv_type must be '3d' or '2plus1d', not {conv_type!r}")
         if (positional_encoding or internal_state) and not causal:
-            raise ValueError("positional_encoding and internal_state exist only for causal (stream) models")
+            raise ModelOptionError("positional_encoding and internal_state exist only for stream models "
+                                   "(movinet_*_stream)")
         self.causal, self.conv_type, self.internal_state = causal, conv_type, internal_state
         self._state: Optional[State] = None
         act = nn.SiLU if conv_type == "3d" else nn.Hardswish
@@ -544,16 +535,32 @@ class MoViNet(nn.Module):
         if not self.causal:
             if state is not None:
                 raise ValueError("base MoViNets have no stream state; use a movinet_*_stream model")
-            return self._run(x, {})[0]
+            return self.forward_head(self._run(x, {})[0])
         if state is not None:
-            return self._run(x, state)
+            features, state = self._run(x, state)
+            return self.forward_head(features), state
         if not self.internal_state:
-            return self._run(x, self.init_state(x.shape[0], tuple(x.shape[-2:]), device=x.device, dtype=x.dtype))[0]
+            return self.forward_head(self.forward_features(x))
         if self._state is None:
-            self._state = self.init_state(x.shape[0], tuple(x.shape[-2:]), device=x.device, dtype=x.dtype)
-        logits, state = self._run(x, self._state)
+            self._state = self._zero_state(x)
+        features, state = self._run(x, self._state)
         self._state = {key: value.detach() for key, value in state.items()}
-        return logits
+        return self.forward_head(features)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(N, 3, T, H, W) -> (N, head) features of the clip alone, pooled over (T, H, W) (for a
+        stream model: the cumulative mean at the last frame, from a zero state)."""
+        return self._run(x, self._zero_state(x))[0]
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """(N, head) -> logits (N, K): the two-layer classifier."""
+        return self.classifier(features[:, :, None, None, None]).flatten(1)
+
+    def _zero_state(self, x: Tensor) -> State:
+        """The state before the first frame of clip ``x`` ({} for a base model)."""
+        if not self.causal:
+            return {}
+        return self.init_state(x.shape[0], tuple(x.shape[-2:]), device=x.device, dtype=x.dtype)
 
     def _run(self, x: Tensor, state: State) -> Tuple[Tensor, State]:
         frames = state.get("frames")
@@ -573,7 +580,7 @@ class MoViNet(nn.Module):
             new_state["frames"] = frames + x.shape[2]
         else:
             pooled = x.mean((2, 3, 4), keepdim=True)
-        return self.classifier(pooled).flatten(1), new_state
+        return pooled.flatten(1), new_state
 
     # -- classifier -------------------------------------------------------------------------
 
@@ -600,11 +607,42 @@ def _init_weights(module: nn.Module) -> None:
 
 # ----------------------------------------------------------------------------- builders
 
-def movinet(*, variant: str = "a0", num_classes: int = 600, stream: bool = False, conv_type: Optional[str] = None,
-            dropout: float = 0.2, positional_encoding: Optional[bool] = None,
-            internal_state: bool = False) -> MoViNet:
-    """MoViNet-{variant} base (``stream=False``) or stream model.
+def clip_frames(variant: str) -> Dict[str, int]:
+    """The registered default of ``num_segments``: the variant's evaluation frames."""
+    return {"num_segments": CONFIGS[variant].num_frames}
 
+
+@register_model("movinet_a0", family="movinet", variant="a0", stream=False, defaults=clip_frames("a0"),
+                aliases=("movinet",), description="MoViNet-A0-Base (3D, 50x172^2)")
+@register_model("movinet_a1", family="movinet", variant="a1", stream=False, defaults=clip_frames("a1"),
+                description="MoViNet-A1-Base (3D, 50x172^2)")
+@register_model("movinet_a2", family="movinet", variant="a2", stream=False, defaults=clip_frames("a2"),
+                description="MoViNet-A2-Base (3D, 50x224^2)")
+@register_model("movinet_a3", family="movinet", variant="a3", stream=False, defaults=clip_frames("a3"),
+                description="MoViNet-A3-Base (3D, 120x256^2)")
+@register_model("movinet_a4", family="movinet", variant="a4", stream=False, defaults=clip_frames("a4"),
+                description="MoViNet-A4-Base (3D, 80x290^2)")
+@register_model("movinet_a5", family="movinet", variant="a5", stream=False, defaults=clip_frames("a5"),
+                description="MoViNet-A5-Base (3D, 120x320^2)")
+@register_model("movinet_a0_stream", family="movinet", variant="a0", stream=True, defaults=clip_frames("a0"),
+                aliases=("movinet_stream",), description="MoViNet-A0-Stream (causal (2+1)D, frame by frame)")
+@register_model("movinet_a1_stream", family="movinet", variant="a1", stream=True, defaults=clip_frames("a1"),
+                description="MoViNet-A1-Stream (causal (2+1)D, frame by frame)")
+@register_model("movinet_a2_stream", family="movinet", variant="a2", stream=True, defaults=clip_frames("a2"),
+                description="MoViNet-A2-Stream (causal (2+1)D, frame by frame)")
+@register_model("movinet_a3_stream", family="movinet", variant="a3", stream=True, defaults=clip_frames("a3"),
+                description="MoViNet-A3-Stream (causal (2+1)D, frame by frame)")
+@register_model("movinet_a4_stream", family="movinet", variant="a4", stream=True, defaults=clip_frames("a4"),
+                description="MoViNet-A4-Stream (causal (2+1)D, frame by frame)")
+@register_model("movinet_a5_stream", family="movinet", variant="a5", stream=True, defaults=clip_frames("a5"),
+                description="MoViNet-A5-Stream (causal (2+1)D, frame by frame)")
+def movinet(num_classes: int = 600, *, variant: str = "a0", stream: bool = False,
+            num_segments: Optional[int] = None, conv_type: Optional[str] = None, dropout: float = 0.2,
+            positional_encoding: Optional[bool] = None, internal_state: bool = False) -> MoViNet:
+    """MoViNet-``variant`` (a0 ... a5) base (``stream=False``) or stream model.
+
+    num_segments: frames of a training/test clip (the input spec; the network pools over any
+    number); default: the variant's evaluation view (50 frames for A0-A2, 120 for A3 ...).
     conv_type defaults to ``'3d'`` for base and ``'2plus1d'`` for stream models (the released
     weights); positional_encoding defaults to on for the A3-A5 stream models.
     """
@@ -616,15 +654,8 @@ def movinet(*, variant: str = "a0", num_classes: int = 600, stream: bool = False
     model = MoViNet(config, num_classes=num_classes, causal=stream,
                     conv_type=conv_type or ("2plus1d" if stream else "3d"), dropout=dropout,
                     positional_encoding=positional_encoding, internal_state=internal_state)
-    model.input_spec = InputSpec(num_segments=config.num_frames, sampling="dense", dense_stride=config.frame_stride,
-                                 crop_size=config.crop_size, scale_size=config.crop_size, mean=(0.0, 0.0, 0.0),
-                                 std=(1.0, 1.0, 1.0), value_range=1.0)
+    model.input_spec = InputSpec(num_segments=num_segments or config.num_frames, sampling="dense",
+                                 dense_stride=config.frame_stride, crop_size=config.crop_size,
+                                 scale_size=config.crop_size, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+                                 value_range=1.0)
     return model
-
-
-for _variant, _config in CONFIGS.items():
-    _view = f"{_config.num_frames}x{_config.crop_size}^2"
-    register_model(f"movinet_{_variant}", family="movinet", variant=_variant,
-                   description=f"MoViNet-{_variant.upper()}-Base (3D, {_view})")(movinet)
-    register_model(f"movinet_{_variant}_stream", family="movinet", variant=_variant, stream=True,
-                   description=f"MoViNet-{_variant.upper()}-Stream (causal (2+1)D, frame by frame)")(movinet)

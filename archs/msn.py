@@ -27,9 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import DeformConv2d
 
-from archs.registry import CUSTOM_FLOP_FORMULAS
-from archs.tdn import (TDN, TDNResNet, conv_bn_relu, frame_differences, kaiming_init_, register_family,
-                       segments_view)
+from archs.registry import CUSTOM_FLOP_FORMULAS, register_model
+from archs.tdn import TDN, TDNResNet, conv_bn_relu, frame_differences, kaiming_init_, segments_view
 
 
 def deform_conv2d_flops(input_shape, weight_shape, *args, out_shape, **kwargs) -> int:
@@ -139,4 +138,12 @@ class MSN(TDN):
                              "base_model.conv_1.bias", "base_model.conv_2.bias")
 
 
-register_family("msn", MSN, "MSN (motion sensitive network, 5 frames per segment)")
+@register_model("msn_r50", family="msn", backbone="resnet50", aliases=("msn",),
+                description="MSN (motion sensitive network, 5 frames per segment) resnet50")
+@register_model("msn_r101", family="msn", backbone="resnet101",
+                description="MSN (motion sensitive network, 5 frames per segment) resnet101")
+def msn(num_classes: int = 400, *, backbone: str = "resnet50", num_segments: int = 8, dropout: float = 0.5,
+        partial_bn: bool = False, imagenet_pretrained: bool = False) -> MSN:
+    """MSN on ``backbone`` (resnet50 / resnet101), ``num_segments`` segments of 5 frames."""
+    return MSN(num_classes, backbone=backbone, num_segments=num_segments, dropout=dropout, partial_bn=partial_bn,
+               imagenet_pretrained=imagenet_pretrained)

@@ -4,7 +4,8 @@ A 2D ResNet on every frame whose residual blocks in ``layer3`` and ``layer4``
 first mix 1/8 of their input channels over the three views of the clip (T-H, T-W,
 H-W): depthwise 3-tap convolutions along time, height and width, summed,
 batch-normalised and passed through hard-swish. The other channels and the
-identity path are untouched. Per-frame logits are averaged over time, as in TSN.
+identity path are untouched. Per-frame logits are averaged over time, as in TSN
+(the interface of :class:`archs.tsn.SegmentHeadMixin`).
 
 Module names follow the MVFNet repository (``backbone.layerX.Y.conv1.net`` for
 the wrapped convolution, ``shift_conv`` / ``h_conv`` / ``w_conv`` / ``bn`` for the
@@ -18,8 +19,9 @@ from typing import Dict, Sequence, Tuple
 import torch
 from torch import nn
 
+from archs.layers import fold_time
 from archs.registry import InputSpec, register_model
-from archs.tsn import PartialBNMixin, SegmentHeadMixin, fold_time, torchvision_backbone
+from archs.tsn import PartialBNMixin, SegmentHeadMixin, torchvision_backbone
 
 # MVFNet normalises 0-255 RGB pixels with the ImageNet mean/std scaled by 255.
 MVF_MEAN = (123.675, 116.28, 103.53)
@@ -120,19 +122,14 @@ class MVFNet(PartialBNMixin, SegmentHeadMixin, nn.Module):
         self.new_fc = self.new_classifier(num_classes)
         self.input_spec = mvfnet_spec(num_segments)
 
-    def new_classifier(self, num_classes: int) -> nn.Linear:
-        fc = nn.Linear(self.feature_dim, num_classes)
-        nn.init.normal_(fc.weight, 0.0, 0.01)
-        nn.init.zeros_(fc.bias)
-        return fc
+    classifier_std = 0.01
 
-    def frame_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, T, H, W) -> per-frame logits (N, T, K)."""
+    def segment_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, T, H, W) -> per-frame features (N, T, D)."""
         n, _, t = x.shape[:3]
         if t != self.num_segments:
             raise ValueError(f"MVFNet built for {self.num_segments} frames got a clip of {t}")
-        feats = self.backbone(fold_time(x))
-        return self.new_fc(self.dropout(feats)).view(n, t, -1)
+        return self.backbone(fold_time(x)).view(n, t, self.feature_dim)
 
     def convert_state_dict(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """MVFNet checkpoints: ``cls_head.new_fc.*`` -> ``new_fc.*``; the fusion's Conv3d

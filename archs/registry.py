@@ -1,8 +1,11 @@
 """One registry for every model of the zoo.
 
-A family file registers its builder functions with :func:`register_model`; users
-call :func:`create_model` by name. Every built model carries an :class:`InputSpec`
-(``model.input_spec``) from which the data pipeline configures itself.
+A family file has one public builder function (keyword-only options, a docstring) and
+stacks one :func:`register_model` decorator per model name on it; the name fixes its
+constants (backbone, depth, variant, stream ...) and may carry family aliases
+(``msn`` -> ``msn_r50``). Users call :func:`create_model` by name or alias. Every built
+model carries an :class:`InputSpec` (``model.input_spec``) from which the data pipeline
+configures itself.
 
 Model interface (every registered model; shapes with N clips, C channels, T frames,
 K classes, D feature channels, E exits):
@@ -10,7 +13,7 @@ K classes, D feature channels, E exits):
 * ``forward(x) -> (N, K)`` logits, in train and eval mode alike, with ``x`` a float
   clip (N, C, T, H, W) normalised as ``model.input_spec`` says.
 * ``forward_features(x) -> (N, D)`` pooled features and ``forward_head(f) -> (N, K)``;
-  ``forward(x) == forward_head(forward_features(x))``.
+  in eval mode ``forward(x) == forward_head(forward_features(x))`` to float rounding.
 * ``get_classifier() -> nn.Module`` and ``reset_classifier(num_classes)``.
 * Optional ``forward_exits(x) -> (N, E, K)``: logits after each exit (frame or
   segment), called only when exits are asked for; the last exit equals ``forward(x)``
@@ -79,7 +82,7 @@ class InputSpec:
 class ModelEntry:
     """A registered builder: ``fixed`` options are set by the name (``tsm_r50`` fixes the
     backbone and the shift) and cannot be changed; ``options`` are the ones a user may set,
-    with their defaults."""
+    with this name's defaults; ``aliases`` are other names of this model."""
 
     name: str
     builder: Callable[..., nn.Module]
@@ -87,6 +90,7 @@ class ModelEntry:
     description: str = ""
     fixed: Dict[str, object] = field(default_factory=dict)
     options: Dict[str, object] = field(default_factory=dict)
+    aliases: Tuple[str, ...] = ()
 
 
 _REGISTRY: Dict[str, ModelEntry] = {}
@@ -127,12 +131,14 @@ def builder_parameters(builder: Callable[..., nn.Module]) -> Dict[str, object]:
 
 
 def register_model(name: str, *, family: str, description: str = "", aliases: Sequence[str] = (),
-                   **fixed) -> Callable:
-    """Decorator: register ``builder(num_classes, **options) -> nn.Module`` under ``name``.
+                   defaults: Optional[Mapping[str, object]] = None, **fixed) -> Callable:
+    """Decorator: register ``builder(num_classes, *, **options) -> nn.Module`` under ``name``.
 
     ``fixed`` options are passed to the builder for this name and cannot be overridden,
-    so one builder can serve several names (``tsm_r50``, ``tsm_mbv2`` ...). ``aliases``
-    are other names for this model (family names such as ``msn`` -> ``msn_r50``).
+    so one builder serves several names (``tsm_r50``, ``tsm_mbv2`` ...). ``defaults`` change
+    the default of user options for this name (``movinet_a3`` clips have 120 frames, not 50).
+    ``aliases`` are other names for this model (family names such as ``msn`` -> ``msn_r50``).
+    Stack one decorator per name on the family's builder function.
     """
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -143,8 +149,12 @@ def register_model(name: str, *, family: str, description: str = "", aliases: Se
         if unknown:
             raise TypeError(f"{name}: fixed options {sorted(unknown)} are not parameters of {builder.__name__}")
         options = {k: v for k, v in params.items() if k not in fixed and k not in NOT_MODEL_OPTIONS}
+        unknown = set(defaults or {}) - set(options)
+        if unknown:
+            raise TypeError(f"{name}: defaults {sorted(unknown)} are not user options of {builder.__name__}")
+        options.update(defaults or {})
         doc = description or (builder.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = ModelEntry(name, builder, family, doc, dict(fixed), options)
+        _REGISTRY[name] = ModelEntry(name, builder, family, doc, dict(fixed), options, tuple(aliases))
         for alias in aliases:
             if alias in _REGISTRY or alias in _ALIASES:
                 raise ValueError(f"alias {alias!r} is registered twice")
@@ -220,7 +230,7 @@ def create_model(name: str, num_classes: int, pretrained: Optional[str] = None, 
     given = {k: v for k, v in options.items() if v is not None}
     check_options(entry.name, given)
     resolved = {**entry.options, **given}
-    kwargs = {**entry.fixed, **given}
+    kwargs = {**entry.fixed, **resolved}
     if pretrained == "imagenet":
         if "imagenet_pretrained" not in builder_parameters(entry.builder):
             raise ModelOptionError(f"{entry.name} has no ImageNet backbone weights; use --pretrained none or a "

@@ -12,6 +12,9 @@ Module names follow the TDN repository (``base_model.conv1_5``, ``resnext_layer1
 map. Its ResNet has a bias on every convolution; ours adds zero-initialised ones to
 torchvision's ResNet so the checkpoints fit.
 
+Interface as TSN's (archs/tsn.py, :class:`SegmentHeadMixin`): ``forward(x) -> (N, K)``,
+the mean of the segment logits; ``forward_exits(x) -> (N, T, K)``.
+
 Pieces MSN (archs/msn.py) reuses: :class:`TDNResNet` (subclassed),
 :class:`TemporalBottleneck`, :class:`LearnableShift`, :func:`frame_differences`,
 :class:`TDN` (subclassed).
@@ -24,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archs.layers import fold_time
 from archs.registry import register_model
-from archs.tsn import PartialBNMixin, SegmentHeadMixin, fold_time, torchvision_backbone, tsn_spec
+from archs.tsn import PartialBNMixin, SegmentHeadMixin, torchvision_backbone, tsn_spec
 
 FRAMES_PER_SEGMENT = 5
 CENTRE_FRAME = FRAMES_PER_SEGMENT // 2
@@ -247,19 +251,17 @@ class TDN(PartialBNMixin, SegmentHeadMixin, nn.Module):
         self.base_model = self.backbone_class(backbone, num_segments, imagenet_pretrained=imagenet_pretrained)
         self.feature_dim = self.base_model.feature_dim
         self.dropout = nn.Dropout(p=dropout)
-        self.new_fc = nn.Linear(self.feature_dim, num_classes)
-        nn.init.normal_(self.new_fc.weight, 0, 0.001)
-        nn.init.zeros_(self.new_fc.bias)
+        self.new_fc = self.new_classifier(num_classes)
         self.input_spec = tsn_spec(num_segments, frames_per_segment=FRAMES_PER_SEGMENT)
 
-    def frame_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, T*5, H, W) -> per-segment logits (N, T, K)."""
+    def segment_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, T*5, H, W) -> per-segment features (N, T, D)."""
         n, c, frames, h, w = x.shape
         if frames != self.num_segments * FRAMES_PER_SEGMENT:
             raise ValueError(f"{type(self).__name__} with {self.num_segments} segments expects "
                              f"{self.num_segments * FRAMES_PER_SEGMENT} frames (5 per segment), got {frames}")
         feats = self.base_model(fold_time(x).view(n * self.num_segments, FRAMES_PER_SEGMENT, c, h, w))
-        return self.new_fc(self.dropout(feats)).view(n, self.num_segments, -1)
+        return feats.view(n, self.num_segments, self.feature_dim)
 
     def convert_state_dict(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Reference checkpoints (``module.`` already stripped): drop the never-used modules'
@@ -274,14 +276,12 @@ class TDN(PartialBNMixin, SegmentHeadMixin, nn.Module):
         return out
 
 
-_SHORT = {"r50": "resnet50", "r101": "resnet101"}
-
-
-def register_family(family: str, model_class: type, description: str) -> None:
-    """Register ``{family}_r50`` and ``{family}_r101`` for ``model_class``."""
-    for short, backbone in _SHORT.items():
-        register_model(f"{family}_{short}", family=family, description=f"{description} {backbone}",
-                       backbone=backbone)(model_class)
-
-
-register_family("tdn", TDN, "TDN (temporal difference network, 5 frames per segment)")
+@register_model("tdn_r50", family="tdn", backbone="resnet50", aliases=("tdn",),
+                description="TDN (temporal difference network, 5 frames per segment) resnet50")
+@register_model("tdn_r101", family="tdn", backbone="resnet101",
+                description="TDN (temporal difference network, 5 frames per segment) resnet101")
+def tdn(num_classes: int = 400, *, backbone: str = "resnet50", num_segments: int = 8, dropout: float = 0.5,
+        partial_bn: bool = False, imagenet_pretrained: bool = False) -> TDN:
+    """TDN on ``backbone`` (resnet50 / resnet101), ``num_segments`` segments of 5 frames."""
+    return TDN(num_classes, backbone=backbone, num_segments=num_segments, dropout=dropout, partial_bn=partial_bn,
+               imagenet_pretrained=imagenet_pretrained)

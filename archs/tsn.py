@@ -3,9 +3,15 @@
 TSM (Lin et al., ICCV 2019) adds the temporal shift: a fraction of the channels
 moves one frame forward and one back in time (zero-filled at the ends), for free.
 Module names follow the TSM repository (``base_model.*``, ``new_fc.*``, shifted
-convolutions as ``conv1.net``), so its released checkpoints load directly.
+convolutions as ``conv1.net``), so its released checkpoints load directly; a TSM
+checkpoint loaded into a TSN (or the other way round) is refused, naming the arch to use.
 
-Pieces other 2D-backbone families reuse: :func:`fold_time`, :func:`torchvision_backbone`,
+Interface (see archs/registry.py): ``forward(x) -> (N, K)`` is the mean of the segment
+logits in train and eval; ``forward_exits(x) -> (N, T', K)`` (exit t averages segments
+0..t); with ``consensus_type='identity'`` :meth:`TSN.training_loss` supervises every
+segment's logits instead of their mean.
+
+Pieces other 2D-backbone families reuse: :func:`torchvision_backbone`,
 :class:`PartialBNMixin`, :class:`SegmentHeadMixin`, :func:`tsn_spec`.
 """
 from __future__ import annotations
@@ -15,16 +21,12 @@ from typing import Dict, Tuple
 import torch
 from torch import nn
 
-from archs.registry import InputSpec, register_model
+from archs.checkpoint import CheckpointError
+from archs.layers import Criterion, fold_time, linear_classifier, per_step_loss
+from archs.registry import InputSpec, ModelOptionError, register_model
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101")
 BACKBONES = RESNETS + ("mobilenet_v2",)
-
-
-def fold_time(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, T, H, W) -> (N*T, C, H, W), frame-major within each clip."""
-    n, c, t, h, w = x.shape
-    return x.transpose(1, 2).reshape(n * t, c, h, w)
 
 
 def running_mean(frame_logits: torch.Tensor) -> torch.Tensor:
@@ -135,12 +137,32 @@ class PartialBNMixin:
 
 
 class SegmentHeadMixin:
-    """The head of the 2D-backbone families: ``frame_logits(x)`` gives per-segment logits
-    (N, T', K) from ``new_fc``; the clip's logits are their mean and exit t averages
-    segments 0..t (early exit). Subclasses set ``new_fc`` and ``feature_dim``."""
+    """The head of the 2D-backbone families (TSN/TSM, MVFNet, TDN, MSN).
+
+    A subclass defines ``segment_features(x) -> (N, T', D)`` (pooled backbone features of
+    each segment) and sets ``dropout``, ``new_fc`` and ``feature_dim``. Segment logits are
+    ``new_fc(dropout(features))``; the clip's logits are their mean (the reference consensus,
+    so released weights give the reference logits) and exit t averages segments 0..t. In
+    eval mode ``forward_head(forward_features(x))`` (the classifier on the mean feature)
+    equals ``forward(x)``, the classifier being linear.
+    """
+
+    classifier_std = 0.001
+
+    def frame_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, T, H, W) -> per-segment logits (N, T', K)."""
+        return self.forward_head(self.segment_features(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.frame_logits(x).mean(dim=1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, T, H, W) -> (N, D): segment features averaged over segments."""
+        return self.segment_features(x).mean(dim=1)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., K): dropout and ``new_fc``."""
+        return self.new_fc(self.dropout(features))
 
     def forward_exits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, T', K): exit t averages the logits of segments 0..t."""
@@ -150,7 +172,7 @@ class SegmentHeadMixin:
         return self.new_fc
 
     def new_classifier(self, num_classes: int) -> nn.Linear:
-        return nn.Linear(self.feature_dim, num_classes)
+        return linear_classifier(self.feature_dim, num_classes, self.classifier_std)
 
     def reset_classifier(self, num_classes: int) -> None:
         self.new_fc = self.new_classifier(num_classes)
@@ -163,10 +185,11 @@ def tsn_spec(num_segments: int, frames_per_segment: int = 1) -> InputSpec:
 
 
 class TSN(PartialBNMixin, SegmentHeadMixin, nn.Module):
-    """TSN / TSM: ``base_model`` on each of T frames, dropout, ``new_fc``, consensus.
+    """TSN / TSM: ``base_model`` on each of T frames, dropout, ``new_fc``, mean over segments.
 
-    Input (N, 3, T, H, W); output (N, K) (``consensus='avg'``) or (N, T', K)
-    (``'identity'``; T' = T/2 with temporal pooling).
+    Input (N, 3, T, H, W); output (N, K). ``consensus_type`` is the training objective:
+    ``'avg'`` supervises the mean of the segment logits, ``'identity'`` every segment's
+    logits (T' = T/2 with temporal pooling); see :meth:`training_loss`.
     """
 
     def __init__(self, num_classes: int, *, backbone: str = "resnet50", num_segments: int = 8,
@@ -174,47 +197,65 @@ class TSN(PartialBNMixin, SegmentHeadMixin, nn.Module):
                  temporal_pool: bool = False, consensus_type: str = "avg", dropout: float = 0.5,
                  partial_bn: bool = False, imagenet_pretrained: bool = False, width_mult: float = 1.0) -> None:
         super().__init__()
+        if consensus_type not in CONSENSUS_TYPES:
+            raise ModelOptionError(f"consensus_type must be one of {', '.join(CONSENSUS_TYPES)}, "
+                                   f"not {consensus_type!r}")
+        if backbone != "mobilenet_v2" and width_mult != 1.0:
+            raise ModelOptionError("width_mult applies to the mobilenet_v2 backbone only (tsn_mbv2, tsm_mbv2)")
         extra = {"width_mult": width_mult} if backbone == "mobilenet_v2" else {}
         self.base_model, self.feature_dim = torchvision_backbone(backbone, imagenet_pretrained, **extra)
+        self.backbone, self.shift = backbone, shift
         self.num_segments = num_segments
         self.consensus_type = consensus_type
         self.partial_bn = partial_bn
-        self.out_segments = num_segments // 2 if temporal_pool else num_segments
         if shift:
             insert_shift(self.base_model, backbone, num_segments, shift_div, shift_place, temporal_pool)
         elif temporal_pool:
-            raise ValueError("--temporal-pool needs the temporal shift (a TSM model)")
+            raise ModelOptionError("temporal_pool needs the temporal shift (a tsm_* model)")
         self.dropout = nn.Dropout(p=dropout)
-        self.new_fc = nn.Linear(self.feature_dim, num_classes)
-        nn.init.normal_(self.new_fc.weight, 0, 0.001)
-        nn.init.zeros_(self.new_fc.bias)
+        self.new_fc = self.new_classifier(num_classes)
         self.input_spec = tsn_spec(num_segments)
 
-    def frame_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, T, H, W) -> per-frame logits (N, T', K)."""
-        n = x.shape[0]
-        feats = self.base_model(fold_time(x))
-        return self.new_fc(self.dropout(feats)).view(n, -1, self.new_fc.out_features)
+    def segment_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, T, H, W) -> per-frame features (N, T', D)."""
+        return self.base_model(fold_time(x)).view(x.shape[0], -1, self.feature_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def training_loss(self, x: torch.Tensor, target: torch.Tensor,
+                      criterion: Criterion) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits (N, K)). ``'avg'``: ``criterion`` of the mean segment logits;
+        ``'identity'``: the mean over segments of ``criterion`` of each segment's logits."""
         logits = self.frame_logits(x)
-        return logits.mean(dim=1) if self.consensus_type == "avg" else logits
+        if self.consensus_type == "identity":
+            return per_step_loss(logits, target, criterion), logits.mean(dim=1)
+        clip_logits = logits.mean(dim=1)
+        return criterion(clip_logits, target), clip_logits
 
     def convert_state_dict(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """TSM checkpoints: ``base_model.fc``/``classifier`` -> ``new_fc``; ``.net`` added or
-        removed on shifted convolutions (fine-tuning between TSN and TSM)."""
+        """TSM checkpoints: ``base_model.fc``/``classifier`` -> ``new_fc``. A checkpoint of the
+        other kind (temporal-shift ``.net`` keys into a TSN, none into a TSM) raises
+        :class:`CheckpointError` naming the arch it fits."""
         own = self.state_dict()
         out = {}
         for key, value in state.items():
             for old in ("base_model.fc.", "base_model.classifier.", "base_model.classifier.1."):
                 if key.startswith(old) and key not in own:
                     key = "new_fc." + key[len(old):]
-            if key not in own:
-                with_net = key.rsplit(".", 1)
-                candidates = [key.replace(".net.", "."), f"{with_net[0]}.net.{with_net[1]}" if len(with_net) == 2 else key]
-                key = next((c for c in candidates if c in own), key)
             out[key] = value
+        self._check_shift_keys(out, own)
         return out
+
+    def _check_shift_keys(self, state: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor]) -> None:
+        other = ("tsn_" if self.shift else "tsm_") + BACKBONE_SHORT[self.backbone]
+        if not self.shift:
+            shifted = next((k for k in state if ".net." in k and k.replace(".net.", ".") in own), None)
+            if shifted:
+                raise CheckpointError(f"checkpoint has temporal-shift keys ({shifted}): a TSM checkpoint; "
+                                      f"use --arch {other}")
+        elif not any(".net." in k for k in state):
+            wrapped = next((k for k in own if ".net." in k and k.replace(".net.", ".") in state), None)
+            if wrapped:
+                raise CheckpointError(f"checkpoint has no temporal-shift keys ({wrapped.replace('.net.', '.')} "
+                                      f"instead of {wrapped}): a TSN checkpoint; use --arch {other}")
 
 
 def insert_shift(base: nn.Module, backbone: str, num_segments: int, fold_div: int, place: str, temporal_pool: bool) -> None:
@@ -228,7 +269,7 @@ def insert_shift(base: nn.Module, backbone: str, num_segments: int, fold_div: in
         raise ValueError(f"shift_place must be 'blockres' or 'block', not {place!r}")
     if backbone == "mobilenet_v2":
         if temporal_pool:
-            raise ValueError("--temporal-pool is implemented for ResNet backbones only")
+            raise ModelOptionError("temporal_pool is implemented for ResNet backbones only")
         for block in base.features:
             if getattr(block, "use_res_connect", False) and len(block.conv) == 4:
                 block.conv[0] = TemporalShift(block.conv[0], num_segments, fold_div)
@@ -248,15 +289,50 @@ def insert_shift(base: nn.Module, backbone: str, num_segments: int, fold_div: in
         base.layer2 = TemporalPool(base.layer2, num_segments)
 
 
-_SHORT = {"r18": "resnet18", "r34": "resnet34", "r50": "resnet50", "r101": "resnet101", "mbv2": "mobilenet_v2"}
+CONSENSUS_TYPES = ("avg", "identity")
+BACKBONE_SHORT = {"resnet18": "r18", "resnet34": "r34", "resnet50": "r50", "resnet101": "r101",
+                  "mobilenet_v2": "mbv2"}
 
 
-def _register_all() -> None:
-    for short, backbone in _SHORT.items():
-        for kind, shift in (("tsn", False), ("tsm", True)):
-            register_model(f"{kind}_{short}", family=kind,
-                           description=f"{kind.upper()} {backbone}" + (" with temporal shift" if shift else ""),
-                           backbone=backbone, shift=shift)(TSN)
+@register_model("tsn_r18", family="tsn", backbone="resnet18", width_mult=1.0, description="TSN resnet18")
+@register_model("tsn_r34", family="tsn", backbone="resnet34", width_mult=1.0, description="TSN resnet34")
+@register_model("tsn_r50", family="tsn", backbone="resnet50", width_mult=1.0, aliases=("tsn",),
+                description="TSN resnet50")
+@register_model("tsn_r101", family="tsn", backbone="resnet101", width_mult=1.0, description="TSN resnet101")
+@register_model("tsn_mbv2", family="tsn", backbone="mobilenet_v2", description="TSN mobilenet_v2")
+def tsn(num_classes: int = 400, *, backbone: str = "resnet50", num_segments: int = 8, consensus_type: str = "avg",
+        dropout: float = 0.5, partial_bn: bool = False, imagenet_pretrained: bool = False,
+        width_mult: float = 1.0) -> TSN:
+    """TSN on a ResNet / MobileNetV2 ``backbone`` over ``num_segments`` segments.
+
+    ``consensus_type``: ``avg`` or ``identity`` (per-segment supervision, see
+    :meth:`TSN.training_loss`); ``width_mult``: MobileNetV2 width (the ResNet names fix it to 1).
+    """
+    return TSN(num_classes, backbone=backbone, num_segments=num_segments, consensus_type=consensus_type,
+               dropout=dropout, partial_bn=partial_bn, imagenet_pretrained=imagenet_pretrained, width_mult=width_mult)
 
 
-_register_all()
+@register_model("tsm_r18", family="tsm", backbone="resnet18", width_mult=1.0,
+                description="TSM resnet18 with temporal shift")
+@register_model("tsm_r34", family="tsm", backbone="resnet34", width_mult=1.0,
+                description="TSM resnet34 with temporal shift")
+@register_model("tsm_r50", family="tsm", backbone="resnet50", width_mult=1.0, aliases=("tsm",),
+                description="TSM resnet50 with temporal shift")
+@register_model("tsm_r101", family="tsm", backbone="resnet101", width_mult=1.0,
+                description="TSM resnet101 with temporal shift")
+@register_model("tsm_mbv2", family="tsm", backbone="mobilenet_v2", temporal_pool=False,
+                description="TSM mobilenet_v2 with temporal shift")
+def tsm(num_classes: int = 400, *, backbone: str = "resnet50", num_segments: int = 8, shift_div: int = 8,
+        shift_place: str = "blockres", temporal_pool: bool = False, consensus_type: str = "avg",
+        dropout: float = 0.5, partial_bn: bool = False, imagenet_pretrained: bool = False,
+        width_mult: float = 1.0) -> TSN:
+    """TSM: TSN with the temporal shift, on a ResNet / MobileNetV2 ``backbone``.
+
+    ``shift_div``: shift 1/div of the channels each way; ``shift_place``: ``blockres``
+    (residual branch) or ``block``; ``temporal_pool``: halve T before layer2 (ResNets; tsm_mbv2
+    fixes it off);
+    ``consensus_type`` and ``width_mult`` as in :func:`tsn`.
+    """
+    return TSN(num_classes, backbone=backbone, num_segments=num_segments, shift=True, shift_div=shift_div,
+               shift_place=shift_place, temporal_pool=temporal_pool, consensus_type=consensus_type, dropout=dropout,
+               partial_bn=partial_bn, imagenet_pretrained=imagenet_pretrained, width_mult=width_mult)

@@ -11,7 +11,8 @@ block outputs with temporal receptive fields 3, 5, ..., 11 frames.
 Widths (``inner`` = 40 for M, 48 for L): stem inner/2, stage outputs inner x [0.5, 1, 2, 4],
 stage inner widths inner x [1, 2, 4, 8], blocks per stage M 1/2/3/2, L 1/2/5/3.
 Module names follow the VoV3D repository (with the X3D renames of ``archs/x3d.py``),
-so its released checkpoints load strictly.
+so its released checkpoints load strictly. The head pools globally, so ``num_segments``
+(16 frames for Kinetics, 32 for the SSv2 F32 configs) only sets the input spec.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from archs.registry import register_model
 from archs.x3d import (SqueezeExcite, TemporalDepthwiseConv3d, X3DHead, X3DNet, X3DStem, bn3d, init_x3d_weights,
                        make_stage, x3d_spec)
 
-__all__ = ["D2Plus1DUnit", "TemporalOSA", "build_vov3d", "vov3d_m", "vov3d_l"]
+__all__ = ["D2Plus1DUnit", "TemporalOSA", "build_vov3d", "vov3d"]
 
 
 class D2Plus1DUnit(nn.Module):
@@ -86,8 +87,8 @@ class TemporalOSA(nn.Module):
         return self.c_bn(self.c(torch.cat(outputs, dim=1)))
 
 
-# name: (inner width, blocks per stage)
-_VOV3D_VARIANTS = {"m": (40, (1, 2, 3, 2)), "l": (48, (1, 2, 5, 3))}
+# variant: (inner width, blocks per stage)
+VOV3D_VARIANTS = {"m": (40, (1, 2, 3, 2)), "l": (48, (1, 2, 5, 3))}
 
 
 def build_vov3d(num_classes: int, *, inner_width: int, blocks: tuple, num_units: int = 5, dim_c5: int = 2048,
@@ -111,23 +112,20 @@ def build_vov3d(num_classes: int, *, inner_width: int, blocks: tuple, num_units:
     return model
 
 
-def _vov3d_variant(size: str, num_classes: int, num_frames: int, dropout: float, fast_depthwise: bool) -> X3DNet:
-    inner_width, blocks = _VOV3D_VARIANTS[size]
+@register_model("vov3d_m", family="vov3d", variant="m", aliases=("vov3d",),
+                description="VoV3D-M: 16 frames (32 for the SSv2 F32 configs), 224 crop, 256 test (3.67 M params "
+                            "at 400 classes)")
+@register_model("vov3d_l", family="vov3d", variant="l",
+                description="VoV3D-L: 16 frames (32 for the SSv2 F32 configs), 224 crop, 256 test (6.30 M params "
+                            "at 400 classes)")
+def vov3d(num_classes: int = 400, *, variant: str = "m", num_segments: int = 16, dropout: float = 0.5,
+          fast_depthwise: bool = False) -> X3DNet:
+    """VoV3D-``variant`` (m, l) on clips of ``num_segments`` frames at stride 5; ``fast_depthwise``
+    computes the temporal depthwise convs by shifted multiply-adds (same weights and logits)."""
+    if variant not in VOV3D_VARIANTS:
+        raise ValueError(f"unknown VoV3D variant {variant!r}; choose one of {', '.join(VOV3D_VARIANTS)}")
+    inner_width, blocks = VOV3D_VARIANTS[variant]
     model = build_vov3d(num_classes, inner_width=inner_width, blocks=blocks, dropout=dropout,
                         fast_depthwise=fast_depthwise)
-    model.input_spec = x3d_spec(num_frames, 5, 224, 256)
+    model.input_spec = x3d_spec(num_segments, 5, 224, 256)
     return model
-
-
-@register_model("vov3d_m", family="vov3d")
-def vov3d_m(num_classes: int = 400, *, num_frames: int = 16, dropout: float = 0.5,
-            fast_depthwise: bool = False) -> X3DNet:
-    """VoV3D-M: 16 frames (32 for the SSv2 F32 configs), 224 crop, 256 test (3.67 M params at 400 classes)."""
-    return _vov3d_variant("m", num_classes, num_frames, dropout, fast_depthwise)
-
-
-@register_model("vov3d_l", family="vov3d")
-def vov3d_l(num_classes: int = 400, *, num_frames: int = 16, dropout: float = 0.5,
-            fast_depthwise: bool = False) -> X3DNet:
-    """VoV3D-L: 16 frames (32 for the SSv2 F32 configs), 224 crop, 256 test (6.30 M params at 400 classes)."""
-    return _vov3d_variant("l", num_classes, num_frames, dropout, fast_depthwise)

@@ -8,7 +8,8 @@ Layout (clip (N, 3, T, H, W); T is never strided, H and W are divided by 32)::
 
     s1    X3DStem       conv_xy 1x3x3 /2 -> depthwise conv 5x1x1 -> BN -> ReLU      (N, 24, T, H/2, W/2)
     s2-s5 residual stages of X3D bottlenecks, first block of each stage /2   (N, 24/48/96/192, T, ., .)
-    head  X3DHead       conv_5 1x1x1 -> BN -> ReLU -> global pool -> lin_5 -> ReLU -> dropout -> projection
+    head  X3DHead       conv_5 1x1x1 -> BN -> ReLU -> global pool -> lin_5 -> ReLU   (N, 2048) features
+                        -> dropout -> projection                                     (N, K) logits
 
 The stem, the residual block, the head and :class:`X3DNet` are shared with VoV3D
 (``archs/vov3d.py``), which swaps the bottleneck for its T-OSA module.
@@ -16,8 +17,9 @@ The stem, the residual block, the head and :class:`X3DNet` are shared with VoV3D
 Module names follow PySlowFast except that ``s1.pathway0_stem`` is ``s1`` and
 ``sK.pathway0_resI`` is ``sK.I``; :meth:`X3DNet.convert_state_dict` maps released
 PySlowFast / VoV3D checkpoints (``model_state``) onto ours. Unlike the reference head
-(a pooling kernel fixed by the training clip, softmax in eval) ours pools adaptively,
-so any clip length and crop size work, and always returns logits.
+(a pooling kernel fixed by the training clip, softmax in eval) ours pools globally
+(adaptively), so any clip length (``num_segments`` frames: 4 to 32 and more) and crop
+size work, and it always returns logits.
 """
 from __future__ import annotations
 
@@ -28,53 +30,26 @@ from typing import Callable, Dict, Optional, Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from archs.layers import depthwise_temporal_conv, fuse_conv_bn, init_classifier_, linear_classifier, make_divisible
 from archs.registry import KINETICS_MEAN, KINETICS_STD, InputSpec, register_model
 
 __all__ = ["X3DNet", "X3DStem", "X3DHead", "ResBlock", "SqueezeExcite", "X3DBottleneck", "TemporalDepthwiseConv3d",
-           "depthwise_temporal_conv", "bn3d", "make_stage", "build_x3d",
-           "round_width", "x3d_spec", "init_x3d_weights", "x3d_xs", "x3d_s", "x3d_m", "x3d_l"]
+           "bn3d", "make_stage", "build_x3d", "x3d_spec", "init_x3d_weights", "x3d"]
 
-
-def round_width(width: float, multiplier: float, min_width: int = 8, divisor: int = 8) -> int:
-    """``width * multiplier`` rounded to a multiple of ``divisor`` (never below ``min_width``
-    nor more than 10% below the exact value), as X3D and its SE blocks size channels."""
-    width *= multiplier
-    rounded = max(min_width, int(width + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * width:
-        rounded += divisor
-    return int(rounded)
+FC_STD = 0.01  # PySlowFast's initialisation of the projection
 
 
 def bn3d(channels: int) -> nn.BatchNorm3d:
     return nn.BatchNorm3d(channels, eps=1e-5, momentum=0.1)
 
 
-def depthwise_temporal_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Depthwise convolution along T with 'same' zero padding, as shifted multiply-adds.
-
-    Equals ``F.conv3d(x, weight, bias, padding=(k // 2, 0, 0), groups=C)`` for ``weight``
-    of shape (C, 1, k, 1, 1) and odd k, up to float rounding, and is faster on CPU,
-    where PyTorch's grouped Conv3d spends most of its time reordering memory.
-    x: (N, C, T, H, W) -> (N, C, T, H, W).
-    """
-    k = weight.shape[2]
-    t = x.shape[2]
-    padded = F.pad(x, (0, 0, 0, 0, k // 2, k // 2))
-    taps = weight.reshape(1, -1, k, 1, 1, 1).unbind(2)  # k tensors (1, C, 1, 1, 1)
-    out = padded[:, :, 0:t] * taps[0]
-    for i in range(1, k):
-        out = out.addcmul(padded[:, :, i:i + t], taps[i])
-    return out if bias is None else out + bias.reshape(1, -1, 1, 1, 1)
-
-
 class TemporalDepthwiseConv3d(nn.Conv3d):
     """Depthwise Conv3d with a (k, 1, 1) kernel; same parameters and state-dict keys
     as ``nn.Conv3d(C, C, (k, 1, 1), padding=(k // 2, 0, 0), groups=C, bias=False)``.
 
-    With ``shift_add=True`` it computes :func:`depthwise_temporal_conv` instead of a
-    grouped convolution (same result to float rounding, faster on CPU).
+    With ``shift_add=True`` it computes :func:`archs.layers.depthwise_temporal_conv` instead
+    of a grouped convolution (same result to float rounding, faster on CPU).
     """
 
     def __init__(self, channels: int, kernel_size: int, *, shift_add: bool = False) -> None:
@@ -84,7 +59,7 @@ class TemporalDepthwiseConv3d(nn.Conv3d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shift_add:
-            return depthwise_temporal_conv(x, self.weight, self.bias)
+            return depthwise_temporal_conv(x, self.weight, self.bias, padding=self.padding[0])
         return super().forward(x)
 
 
@@ -108,13 +83,13 @@ class X3DStem(nn.Module):
 class SqueezeExcite(nn.Module):
     """Channel attention: global pool -> fc1 (1x1x1, bias) -> ReLU -> fc2 -> sigmoid -> scale.
 
-    The squeeze width is ``round_width(channels, ratio)`` (at least 8).
+    The squeeze width is ``make_divisible(channels * ratio)`` (at least 8).
     (N, C, T, H, W) -> (N, C, T, H, W).
     """
 
     def __init__(self, channels: int, ratio: float = 1 / 16) -> None:
         super().__init__()
-        squeeze = round_width(channels, ratio)
+        squeeze = make_divisible(channels * ratio)
         self.fc1 = nn.Conv3d(channels, squeeze, 1, bias=True)
         self.fc2 = nn.Conv3d(squeeze, channels, 1, bias=True)
 
@@ -184,7 +159,7 @@ def make_stage(in_channels: int, out_channels: int, num_blocks: int, branch: Bra
 
 class X3DHead(nn.Module):
     """conv_5 (1x1x1) -> BN -> ReLU -> global average pool -> lin_5 (1x1x1, no bias) -> ReLU
-    -> dropout -> projection (Linear).
+    (:meth:`pooled_features`), then dropout -> projection (Linear) (:meth:`classify`).
 
     (N, C_in, T, H, W) -> logits (N, K), for any T, H, W.
     """
@@ -204,11 +179,15 @@ class X3DHead(nn.Module):
         x = F.adaptive_avg_pool3d(x, 1)
         return F.relu(self.lin_5(x), inplace=True).flatten(1)
 
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, lin5_channels) -> logits (N, K)."""
+        return self.projection(self.dropout(features))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.dropout(self.pooled_features(x)))
+        return self.classify(self.pooled_features(x))
 
 
-def init_x3d_weights(model: nn.Module, *, fc_std: float = 0.01, zero_init_final_bn: bool = True) -> None:
+def init_x3d_weights(model: nn.Module, *, fc_std: float = FC_STD, zero_init_final_bn: bool = True) -> None:
     """PySlowFast initialisation: convs kaiming-normal (fan_out), BN 1/0 (final BNs of
     residual branches 0/0), linear layers normal(0, fc_std)."""
     for m in model.modules():
@@ -221,8 +200,7 @@ def init_x3d_weights(model: nn.Module, *, fc_std: float = 0.01, zero_init_final_
             nn.init.constant_(m.weight, 0.0 if zero else 1.0)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=fc_std)
-            nn.init.zeros_(m.bias)
+            init_classifier_(m, fc_std)
 
 
 # (conv, BN after it) attribute pairs of our blocks, for :meth:`X3DNet.fuse_bn`.
@@ -236,7 +214,8 @@ _RELEASED_KEYS = ((re.compile(r"^s1\.pathway0_stem\."), "s1."),
 class X3DNet(nn.Module):
     """Stem ``s1``, residual stages ``s2``-``s5`` and an :class:`X3DHead`.
 
-    The network shape X3D and VoV3D share. Input (N, 3, T, H, W), output logits (N, K).
+    The network shape X3D and VoV3D share. Input (N, 3, T, H, W), output logits (N, K);
+    ``forward_features`` gives the head's pooled features (N, 2048), ``forward_head`` their logits.
     """
 
     def __init__(self, stem: nn.Module, stages: Sequence[nn.Module], head: X3DHead) -> None:
@@ -247,15 +226,20 @@ class X3DNet(nn.Module):
         self.num_stages = len(stages)
         self.head = head
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, T, H, W) -> last stage's features (N, C5, T, H/32, W/32)."""
+    def forward_trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, T, H, W) -> last stage's feature map (N, C5, T, H/32, W/32)."""
         x = self.s1(x)
         for i in range(self.num_stages):
             x = getattr(self, f"s{i + 2}")(x)
         return x
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, T, H, W) -> pooled features (N, 2048)."""
+        return self.head.pooled_features(self.forward_trunk(x))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, 2048) -> logits (N, K)."""
+        return self.head.classify(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -265,9 +249,7 @@ class X3DNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         old = self.head.projection
-        self.head.projection = nn.Linear(old.in_features, num_classes).to(old.weight.device)
-        nn.init.normal_(self.head.projection.weight, std=0.01)
-        nn.init.zeros_(self.head.projection.bias)
+        self.head.projection = linear_classifier(old.in_features, num_classes, FC_STD).to(old.weight.device)
 
     def fuse_bn(self) -> "X3DNet":
         """Fold every BatchNorm3d into the conv before it, in place, for inference (eval mode).
@@ -281,11 +263,11 @@ class X3DNet(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Sequential) and len(module) > 1 and isinstance(module[0], nn.Conv3d) \
                     and isinstance(module[1], nn.BatchNorm3d):
-                module[0], module[1] = fuse_conv_bn_eval(module[0], module[1]), nn.Identity()
+                module[0], module[1] = fuse_conv_bn(module[0], module[1]), nn.Identity()
             for conv_name, bn_name in _CONV_BN_PAIRS:
                 conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
                 if isinstance(conv, nn.Conv3d) and isinstance(bn, nn.BatchNorm3d):
-                    setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+                    setattr(module, conv_name, fuse_conv_bn(conv, bn))
                     setattr(module, bn_name, nn.Identity())
         return self
 
@@ -299,9 +281,9 @@ class X3DNet(nn.Module):
         return out
 
 
-def x3d_spec(num_frames: int, dense_stride: int, crop_size: int, scale_size: int) -> InputSpec:
-    """Dense clip of ``num_frames`` frames every ``dense_stride``; Kinetics mean/std on [0, 1]."""
-    return InputSpec(num_segments=num_frames, sampling="dense", dense_stride=dense_stride, crop_size=crop_size,
+def x3d_spec(num_segments: int, dense_stride: int, crop_size: int, scale_size: int) -> InputSpec:
+    """Dense clip of ``num_segments`` frames every ``dense_stride``; Kinetics mean/std on [0, 1]."""
+    return InputSpec(num_segments=num_segments, sampling="dense", dense_stride=dense_stride, crop_size=crop_size,
                      scale_size=scale_size, mean=KINETICS_MEAN, std=KINETICS_STD)
 
 
@@ -310,32 +292,32 @@ def build_x3d(num_classes: int, *, depth_factor: float, width_factor: float = 2.
               fast_depthwise: bool = False) -> X3DNet:
     """An X3D network (see the module docstring for the layout).
 
-    Stage widths are ``round_width(dim_c1 * 2**i, width_factor)`` (24/48/96/192 for the
+    Stage widths are ``make_divisible(dim_c1 * 2**i * width_factor)`` (24/48/96/192 for the
     default factors), blocks per stage ``ceil(depth_factor * [1, 2, 5, 3])``, inner
     width ``bottleneck_factor * stage width``; SE on every other block (0, 2, 4 ...).
     ``fast_depthwise`` computes the stem's temporal depthwise conv by shifted
     multiply-adds (same weights, same result to 1e-5, faster on CPU).
     """
-    stem_channels = round_width(dim_c1, width_factor)
+    stem_channels = make_divisible(dim_c1 * width_factor)
     stem = X3DStem(3, stem_channels, shift_add=fast_depthwise)
     stages, in_channels, base = [], stem_channels, dim_c1
     for repeats in (1, 2, 5, 3):
-        out_channels = round_width(base, width_factor)
+        out_channels = make_divisible(base * width_factor)
         inner = int(bottleneck_factor * out_channels)
 
         def branch(i: int, cin: int, stride: int, cout: int = out_channels, inner: int = inner) -> nn.Module:
             return X3DBottleneck(cin, cout, inner, stride=stride, use_se=i % 2 == 0, se_ratio=se_ratio)
 
         stages.append(make_stage(in_channels, out_channels, math.ceil(depth_factor * repeats), branch))
-        in_channels, base = out_channels, round_width(base, 2.0)
+        in_channels, base = out_channels, make_divisible(base * 2.0)
     head = X3DHead(in_channels, inner, num_classes, lin5_channels=dim_c5, dropout=dropout)
     model = X3DNet(stem, stages, head)
     init_x3d_weights(model)
     return model
 
 
-# name: (depth factor, frames, frame stride, train crop, test short side); PySlowFast X3D_*.yaml.
-_X3D_VARIANTS = {
+# variant: (depth factor, frames, frame stride, train crop, test short side); PySlowFast X3D_*.yaml.
+X3D_VARIANTS = {
     "xs": (2.2, 4, 12, 160, 182),
     "s": (2.2, 13, 6, 160, 182),
     "m": (2.2, 16, 5, 224, 256),
@@ -343,32 +325,28 @@ _X3D_VARIANTS = {
 }
 
 
-def _x3d_variant(size: str, num_classes: int, dropout: float, fast_depthwise: bool) -> X3DNet:
-    depth_factor, frames, stride, crop, scale = _X3D_VARIANTS[size]
+def clip_frames(variant: str) -> Dict[str, int]:
+    """The registered default of ``num_segments``: the variant's frames."""
+    return {"num_segments": X3D_VARIANTS[variant][1]}
+
+
+@register_model("x3d_xs", family="x3d", variant="xs", defaults=clip_frames("xs"),
+                description="X3D-XS: 4 frames x stride 12, 160 crop (3.8 M params at 400 classes)")
+@register_model("x3d_s", family="x3d", variant="s", defaults=clip_frames("s"),
+                description="X3D-S: 13 frames x stride 6, 160 crop")
+@register_model("x3d_m", family="x3d", variant="m", defaults=clip_frames("m"), aliases=("x3d",),
+                description="X3D-M: 16 frames x stride 5, 224 train crop, 256 test (3.79 M params, 6.2 GMACs "
+                            "at 16x256^2)")
+@register_model("x3d_l", family="x3d", variant="l", defaults=clip_frames("l"),
+                description="X3D-L: depth factor 5.0; 16 frames x stride 5, 312 train crop, 356 test (6.15 M params)")
+def x3d(num_classes: int = 400, *, variant: str = "m", num_segments: Optional[int] = None, dropout: float = 0.5,
+        fast_depthwise: bool = False) -> X3DNet:
+    """X3D-``variant`` (xs, s, m, l) on clips of ``num_segments`` frames (default: the variant's,
+    4 / 13 / 16 / 16); ``fast_depthwise`` computes the stem's temporal depthwise conv by shifted
+    multiply-adds (same weights and logits)."""
+    if variant not in X3D_VARIANTS:
+        raise ValueError(f"unknown X3D variant {variant!r}; choose one of {', '.join(X3D_VARIANTS)}")
+    depth_factor, frames, stride, crop, scale = X3D_VARIANTS[variant]
     model = build_x3d(num_classes, depth_factor=depth_factor, dropout=dropout, fast_depthwise=fast_depthwise)
-    model.input_spec = x3d_spec(frames, stride, crop, scale)
+    model.input_spec = x3d_spec(num_segments or frames, stride, crop, scale)
     return model
-
-
-@register_model("x3d_xs", family="x3d")
-def x3d_xs(num_classes: int = 400, *, dropout: float = 0.5, fast_depthwise: bool = False) -> X3DNet:
-    """X3D-XS: 4 frames x stride 12, 160 crop (3.8 M params at 400 classes)."""
-    return _x3d_variant("xs", num_classes, dropout, fast_depthwise)
-
-
-@register_model("x3d_s", family="x3d")
-def x3d_s(num_classes: int = 400, *, dropout: float = 0.5, fast_depthwise: bool = False) -> X3DNet:
-    """X3D-S: 13 frames x stride 6, 160 crop."""
-    return _x3d_variant("s", num_classes, dropout, fast_depthwise)
-
-
-@register_model("x3d_m", family="x3d")
-def x3d_m(num_classes: int = 400, *, dropout: float = 0.5, fast_depthwise: bool = False) -> X3DNet:
-    """X3D-M: 16 frames x stride 5, 224 train crop, 256 test (3.79 M params, 6.2 GMACs at 16x256^2)."""
-    return _x3d_variant("m", num_classes, dropout, fast_depthwise)
-
-
-@register_model("x3d_l", family="x3d")
-def x3d_l(num_classes: int = 400, *, dropout: float = 0.5, fast_depthwise: bool = False) -> X3DNet:
-    """X3D-L: depth factor 5.0; 16 frames x stride 5, 312 train crop, 356 test (6.15 M params)."""
-    return _x3d_variant("l", num_classes, dropout, fast_depthwise)

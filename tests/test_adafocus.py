@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
-from archs import count_params, create_model, measure_gmacs
+from archs import count_params, create_model, measure_gmacs, training_loss
 from archs.adafocus import AdaFocusV2, coarse_to_fine_order, crop_patches
 from archs.checkpoint import load_state_dict_strict
 
@@ -52,20 +53,55 @@ def test_crop_is_exact_at_integer_corners_and_differentiable():
     assert corners.grad is not None and (corners.grad.abs() > 0).all()
 
 
+def reference_objective(model: AdaFocusV2, x: torch.Tensor, target: torch.Tensor, criterion) -> torch.Tensor:
+    """The loss the engine took from the old packed (N, 6T, K) train-mode output, rebuilt from the
+    model's pieces: the mean of ``criterion`` over [glance, glance, focus head and exits on random
+    patches, focus head and exits on policy patches], T rows each."""
+    n, t = x.shape[0], model.num_segments
+    frames = model._frames(x)
+    maps, glance = model._glance(frames)
+    glance_logits = model.global_CNN_fc(glance).view(n, t, -1)
+    policy = model.policy_stn(maps.detach(), t)
+    rows = [glance_logits, glance_logits]
+    for corners in (torch.rand_like(policy), policy):
+        local = model.local_CNN(crop_patches(frames, corners, model.patch_size))
+        exits = model.classifier(torch.cat([glance, local], 1).view(n, t, -1))  # the old order of dropout draws
+        rows += [model.local_CNN_fc(local).view(n, t, -1), exits]
+    packed = torch.cat(rows, dim=1)
+    assert packed.shape == (n, 6 * t, 5)
+    return torch.stack([criterion(packed[:, e], target) for e in range(6 * t)]).mean()
+
+
+@pytest.mark.parametrize("criterion,target", [
+    (nn.CrossEntropyLoss(), torch.tensor([1, 4])),
+    (nn.BCEWithLogitsLoss(), torch.tensor([[1.0, 0, 0, 1, 0], [0, 0, 1, 0, 0]])),
+])
+def test_training_loss_is_the_reference_objective(criterion, target):
+    model = tiny(dropout=0.3, fc_dropout=0.3).train()  # dropout on: the random draws must line up too
+    x = clip(n=2)
+    torch.manual_seed(5)
+    loss, logits = training_loss(model, x, target, criterion)
+    torch.manual_seed(5)
+    expected = reference_objective(model, x, target, criterion)
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-7)
+    assert logits.shape == (2, 5) and loss.requires_grad
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model.forward_exits(x)[:, -1])
+
+
 def test_focus_loss_trains_the_policy_not_the_glance_through_it():
     model = tiny().train()
-    out = model(clip())
-    assert out.shape == (1, 6 * 4, 5)
-    # only the focus-side rows (focus head and exits on policy patches): the policy is the
-    # only path from them back to the corner of the patch
-    out[:, 16:].logsumexp(-1).sum().backward()
+    assert model(clip()).shape == (1, 5)
+    # the final exit of the policy pass: the policy is the only path back to the patch corners
+    model(clip()).logsumexp(-1).sum().backward()
     grads = {name: p.grad for name, p in model.named_parameters()}
     for name in ("policy_stn.encoder.0.weight", "policy_stn.gru.weight_hh_l0", "policy_stn.fc.0.weight"):
         assert grads[name] is not None and grads[name].abs().sum() > 0, name
     model.zero_grad()
-    # the glance head's rows reach the glance CNN but not the policy (its input is detached)
-    out = model(clip())
-    out[:, :4].logsumexp(-1).sum().backward()
+    # the glance head reaches the glance CNN but not the policy (its input is detached)
+    frames = model._frames(clip())
+    model.global_CNN_fc(model._glance(frames)[1]).logsumexp(-1).sum().backward()
     assert model.global_CNN.features[0][0].weight.grad.abs().sum() > 0
     assert model.policy_stn.fc[0].weight.grad is None or model.policy_stn.fc[0].weight.grad.abs().sum() == 0
 
@@ -77,8 +113,10 @@ def test_shapes_and_exits(glance_arch):
     with torch.no_grad():
         exits = model.forward_exits(x)
         final = model(x)
-    assert exits.shape == (1, 4, 5) and final.shape == (1, 5)
+        features = model.forward_features(x)
+    assert exits.shape == (1, 4, 5) and final.shape == (1, 5) and features.shape == (1, TINY["hidden_dim"])
     torch.testing.assert_close(final, exits[:, -1])
+    torch.testing.assert_close(model.forward_head(features), final)
 
 
 def test_other_segment_counts_and_batch():

@@ -153,31 +153,41 @@ def test_gmacs_match_brief():
                 assert gmacs == pytest.approx(brief, rel=0.03), (name, frames, size)
 
 
-def _train(model, steps, lr):
+def tiny_batch(model):
     torch.manual_seed(1)
     # 48 px leaves layer4 a 2x2 map, so every tap of the H/W convolutions sees data.
-    x, y = clip(2, model.num_segments, 48), torch.tensor([0, 1])
+    return clip(2, model.num_segments, 48), torch.tensor([0, 1])
+
+
+def _train(model, steps, lr):
+    x, y = tiny_batch(model)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9)
     model.train()
-    losses = []
     for _ in range(steps):
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(loss.item())
-    return losses
 
 
 def test_fits_tiny_batch_and_every_parameter_learns():
+    """Every parameter moves in the first step; a fixed batch of two clips is fitted (the loss
+    falls below 5% of its first value: 3 steps here, 20 allowed)."""
     torch.manual_seed(0)
-    model = create_model("mvfnet_r50", num_classes=2, num_segments=2, dropout=0.0)
-    model.new_fc.weight.data.normal_(0, 0.1)  # bigger initial logits: a clear loss to drive down
+    model = create_model("mvfnet_r50", num_classes=2, num_segments=2, dropout=0.0).train()
     before = {k: p.detach().clone() for k, p in model.named_parameters()}
-    losses = _train(model, steps=6, lr=0.02)
-    assert losses[-1] < 0.5 * losses[0], losses
-    unchanged = [k for k, p in model.named_parameters() if torch.equal(p, before[k])]
-    assert not unchanged
+    x, y = tiny_batch(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    while len(losses) < 20 and (not losses or losses[-1] > 0.05 * losses[0]):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if not losses:
+            assert not [k for k, p in model.named_parameters() if torch.equal(p, before[k])]
+        losses.append(loss.item())
+    assert losses[-1] <= 0.05 * losses[0], losses
 
 
 def test_partial_bn_freezes_all_but_first_norm():

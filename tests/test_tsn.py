@@ -1,9 +1,11 @@
-"""TSN/TSM: the shift, partial BN, temporal pool, TSM checkpoints, counts."""
+"""TSN/TSM: the shift, partial BN, temporal pool, consensus, TSM checkpoints, counts."""
 import pytest
 import torch
+from torch import nn
 
 from archs import create_model
-from archs.checkpoint import load_state_dict_strict
+from archs.checkpoint import CheckpointError, extract_state_dict, load_state_dict_strict
+from archs.registry import ModelOptionError, training_loss
 from archs.profile import profile_model
 from archs.tsn import temporal_shift, running_mean
 
@@ -29,22 +31,67 @@ def test_tsm_sees_time_order_tsn_does_not():
 
 
 @pytest.mark.parametrize("arch", ["tsm_r18", "tsm_mbv2"])
-def test_shapes_batch_one_identity_consensus_and_exits(arch):
+def test_shapes_batch_one_exits_and_feature_head_split(arch):
     model = create_model(arch, 7, num_segments=3, width_mult=0.25) if "mbv2" in arch else create_model(arch, 7, num_segments=3)
     model.eval()
     x = torch.randn(1, 3, 3, 32, 32)
-    assert model(x).shape == (1, 7)
-    exits = model.forward_exits(x)
-    assert exits.shape == (1, 3, 7) and torch.allclose(exits[:, -1], model(x), atol=1e-5)
-    ident = create_model("tsm_r18", 7, num_segments=3, consensus_type="identity").eval()
-    assert ident(x).shape == (1, 3, 7)
+    with torch.no_grad():
+        logits = model(x)
+        exits = model.forward_exits(x)
+        features = model.forward_features(x)
+        assert logits.shape == (1, 7) and features.shape == (1, model.feature_dim)
+        assert exits.shape == (1, 3, 7) and torch.allclose(exits[:, -1], logits, atol=1e-5)
+        # the classifier of the mean feature = the mean of the segment logits (linear head, eval)
+        torch.testing.assert_close(model.forward_head(features), logits, rtol=1e-4, atol=1e-5)
+    assert model.train()(x).shape == (1, 7)
+
+
+def test_identity_consensus_supervises_every_segment():
+    """forward is (N, K) whatever the consensus; 'identity' changes the training objective to the
+    mean over segments of the criterion on each segment's logits (CE and multi-label BCE)."""
+    torch.manual_seed(0)
+    avg = create_model("tsm_r18", 4, num_segments=3, dropout=0.0).eval()
+    ident = create_model("tsm_r18", 4, num_segments=3, dropout=0.0, consensus_type="identity").eval()
+    ident.load_state_dict(avg.state_dict())
+    ident.new_fc.weight.data.normal_(0, 1.0)  # segment logits apart: the two objectives differ
+    avg.new_fc.weight.data.copy_(ident.new_fc.weight)
+    x, y = torch.randn(2, 3, 3, 32, 32), torch.tensor([1, 3])
+    multi = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 0]])
+    with torch.no_grad():
+        segments = ident.frame_logits(x)
+        assert ident(x).shape == (2, 4)
+        for criterion, target in ((nn.CrossEntropyLoss(), y), (nn.BCEWithLogitsLoss(), multi)):
+            loss, logits = training_loss(ident, x, target, criterion)
+            expected = sum(criterion(segments[:, t], target) for t in range(3)) / 3
+            torch.testing.assert_close(loss, expected)
+            torch.testing.assert_close(logits, segments.mean(1))
+            avg_loss, avg_logits = training_loss(avg, x, target, criterion)
+            torch.testing.assert_close(avg_loss, criterion(segments.mean(1), target))
+            torch.testing.assert_close(avg_logits, logits)
+            # convex criteria: the mean of the losses is at least the loss of the mean (here 6.9 vs 6.4 for CE)
+            assert loss >= avg_loss - 1e-6
+        ce = nn.CrossEntropyLoss()
+        assert training_loss(ident, x, y, ce)[0] > training_loss(avg, x, y, ce)[0] + 0.1  # a wide gap
+    with pytest.raises(ModelOptionError, match="consensus_type"):
+        create_model("tsn_r18", 4, consensus_type="max")
 
 
 def test_temporal_pool_halves_time():
-    model = create_model("tsm_r18", 5, num_segments=8, temporal_pool=True, consensus_type="identity").eval()
-    assert model(torch.randn(2, 3, 8, 32, 32)).shape == (2, 4, 5)
+    model = create_model("tsm_r18", 5, num_segments=8, temporal_pool=True).eval()
+    with torch.no_grad():
+        x = torch.randn(2, 3, 8, 32, 32)
+        assert model(x).shape == (2, 5) and model.forward_exits(x).shape == (2, 4, 5)
     block = create_model("tsm_r18", 5, num_segments=4, shift_place="block").eval()
     assert block(torch.randn(1, 3, 4, 32, 32)).shape == (1, 5)
+
+
+def test_tsn_takes_no_shift_options_and_resnets_no_width():
+    with pytest.raises(ModelOptionError, match="tsn_r18 does not take option.*shift_div"):
+        create_model("tsn_r18", 5, shift_div=4)
+    with pytest.raises(ModelOptionError, match="width_mult is fixed by the name"):
+        create_model("tsm_r18", 5, width_mult=0.5)
+    with pytest.raises(ModelOptionError, match="temporal_pool is fixed by the name"):
+        create_model("tsm_mbv2", 5, temporal_pool=True)
 
 
 def test_partial_bn_freezes_all_but_first_bn():
@@ -63,12 +110,31 @@ def test_loads_tsm_repository_checkpoint_keys():
         theirs["module." + key] = torch.randn_like(value.float()).to(value.dtype)
     assert any(".conv1.net." in k for k in theirs)
     target = create_model("tsm_r18", 6, num_segments=4)
-    from archs.checkpoint import extract_state_dict
     load_state_dict_strict(target, extract_state_dict({"state_dict": theirs}))
     assert torch.equal(target.new_fc.weight, theirs["module.new_fc.weight"])
-    # a TSN (unshifted) checkpoint fine-tunes into a TSM: .net is added
-    tsn_state = create_model("tsn_r18", 6).state_dict()
-    load_state_dict_strict(create_model("tsm_r18", 6), tsn_state)
+    # the TSM repository's classifier names map onto new_fc
+    renamed = {("base_model.fc." + k[len("new_fc."):] if k.startswith("new_fc.") else k): v
+               for k, v in ours.state_dict().items()}
+    load_state_dict_strict(target, renamed)
+    assert torch.equal(target.new_fc.weight, ours.new_fc.weight)
+
+
+@pytest.mark.parametrize("source,target,marker,use", [
+    ("tsm_r18", "tsn_r18", "has temporal-shift keys (base_model.layer1.0.conv1.net.weight): a TSM", "tsm_r18"),
+    ("tsn_r18", "tsm_r18", "has no temporal-shift keys (base_model.layer1.0.conv1.weight", "tsn_r18"),
+    ("tsm_mbv2", "tsn_mbv2", "has temporal-shift keys (base_model.features.", "tsm_mbv2"),
+])
+def test_checkpoint_of_the_other_family_is_refused(source, target, marker, use):
+    """A TSM checkpoint used to load strictly into a TSN (and the reverse) by renaming .net keys,
+    giving other logits; now it is refused with one line naming the arch to use."""
+    with torch.device("meta"):
+        state = create_model(source, 6, num_segments=4).state_dict()
+        model = create_model(target, 6, num_segments=4)
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict_strict(model, state, source="ckpt.pth")
+    message = str(info.value)
+    assert message.startswith("ckpt.pth: ") and marker in message and message.endswith(f"use --arch {use}")
+    assert "\n" not in message
 
 
 def test_counts_match_the_brief():

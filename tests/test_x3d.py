@@ -12,8 +12,9 @@ from archs import create_model
 from archs.checkpoint import CheckpointError, load_pretrained, load_state_dict_strict
 from archs.profile import profile_model
 from archs.registry import KINETICS_MEAN, count_params
+from archs.layers import depthwise_temporal_conv, make_divisible
 from archs.vov3d import build_vov3d
-from archs.x3d import build_x3d, depthwise_temporal_conv
+from archs.x3d import build_x3d
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -60,9 +61,17 @@ def test_registered_forward_shape_and_spec(name):
     assert (spec.num_segments, spec.dense_stride, spec.crop_size, spec.scale_size) == expected
 
 
-def test_vov3d_num_frames_option():
-    with torch.device("meta"):
-        assert create_model("vov3d_m", 174, num_frames=32).input_spec.num_frames == 32
+@pytest.mark.parametrize("name", ["x3d_m", "vov3d_m"])
+def test_num_segments_sets_the_clip_length_and_32_frames_run(name):
+    """num_segments is the clip's frame count (the SSv2 F32 configs use 32); the head pools
+    globally, so a 32-frame clip gives logits like a 16-frame one."""
+    torch.manual_seed(0)
+    model = create_model(name, 10, num_segments=32)
+    assert model.input_spec.num_frames == 32 and model.model_options["num_segments"] == 32
+    assert create_model(name, 10).input_spec.num_frames == 16
+    with torch.no_grad():
+        out = model.eval()(torch.randn(1, 3, 32, 32, 32))
+    assert out.shape == (1, 10) and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("build", [tiny_x3d, tiny_vov3d])
@@ -84,10 +93,12 @@ def test_eval_returns_logits_of_the_head(build):
     x = torch.randn(2, 3, 4, 64, 64)
     with torch.no_grad():
         out = model(x)
+        trunk = model.forward_trunk(x)
         feats = model.forward_features(x)
-        expected = model.get_classifier()(model.head.pooled_features(feats))
-    assert feats.shape[-2:] == (2, 2)
+        expected = model.get_classifier()(model.head.pooled_features(trunk))
+    assert trunk.shape[-2:] == (2, 2) and feats.shape == (2, 32)
     torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(model.forward_head(feats), out)
     assert not torch.allclose(out.sum(1), torch.ones(2))  # not probabilities
     torch.testing.assert_close(out, model(x).detach())  # dropout off
 
@@ -134,12 +145,12 @@ BRIEF = [
     ("x3d_l", {}, 174, 16, 256, 5.690, 11.97), ("x3d_l", {}, 600, 16, 224, 6.563, None),
     ("x3d_l", {}, 200, 16, 224, 5.744, None),
     ("vov3d_m", {}, 400, 16, 224, 3.667, 4.92), ("vov3d_m", {}, 400, 16, 256, 3.667, 6.43),
-    ("vov3d_m", {"num_frames": 32}, 174, 32, 224, 3.204, 9.83),
-    ("vov3d_m", {"num_frames": 32}, 174, 32, 256, 3.204, 12.84),
+    ("vov3d_m", {"num_segments": 32}, 174, 32, 224, 3.204, 9.83),
+    ("vov3d_m", {"num_segments": 32}, 174, 32, 256, 3.204, 12.84),
     ("vov3d_m", {}, 600, 16, 224, 4.077, None), ("vov3d_m", {}, 200, 16, 224, 3.258, None),
     ("vov3d_l", {}, 400, 16, 224, 6.297, 9.31), ("vov3d_l", {}, 400, 16, 256, 6.297, 12.16),
-    ("vov3d_l", {"num_frames": 32}, 174, 32, 224, 5.834, 18.61),
-    ("vov3d_l", {"num_frames": 32}, 174, 32, 256, 5.834, 24.31),
+    ("vov3d_l", {"num_segments": 32}, 174, 32, 224, 5.834, 18.61),
+    ("vov3d_l", {"num_segments": 32}, 174, 32, 256, 5.834, 24.31),
     ("vov3d_l", {}, 600, 16, 224, 6.707, None), ("vov3d_l", {}, 200, 16, 224, 5.887, None),
 ]
 
@@ -164,9 +175,20 @@ def test_xs_s_share_m_network():
 
 
 def test_depthwise_temporal_conv_equals_grouped_conv():
-    x, w = torch.randn(2, 6, 5, 4, 3), torch.randn(6, 1, 3, 1, 1)
-    torch.testing.assert_close(depthwise_temporal_conv(x, w), nn.functional.conv3d(x, w, padding=(1, 0, 0), groups=6),
-                               atol=1e-5, rtol=1e-5)
+    x, w, b = torch.randn(2, 6, 5, 4, 3), torch.randn(6, 1, 3, 1, 1), torch.randn(6)
+    torch.testing.assert_close(depthwise_temporal_conv(x, w, padding=1),
+                               nn.functional.conv3d(x, w, padding=(1, 0, 0), groups=6), atol=1e-5, rtol=1e-5)
+    # MoViNet's causal (kt, 1) Conv2d over (N, C, T, H*W), with a bias and no padding
+    x2, w2 = torch.randn(2, 6, 7, 12), torch.randn(6, 1, 5, 1)
+    torch.testing.assert_close(depthwise_temporal_conv(x2, w2, b),
+                               nn.functional.conv2d(x2, w2, b, groups=6), atol=1e-5, rtol=1e-5)
+
+
+def test_make_divisible_is_x3d_and_movinet_rounding():
+    # X3D widths (24/48/96/192 from 12 x 2.0 ...), SE widths (at least 8), MoViNet SE widths
+    assert [make_divisible(c * 2.0) for c in (12, 24, 48, 96)] == [24, 48, 96, 192]
+    assert make_divisible(54 / 16) == 8 and make_divisible(216 / 16) == 16
+    assert make_divisible(184 // 4) == 48 and make_divisible(184 // 4 * 2) == 96 and make_divisible(91) == 88
 
 
 @pytest.mark.parametrize("build", [tiny_x3d, tiny_vov3d])
@@ -195,15 +217,22 @@ def test_fuse_bn_same_outputs(build):
 
 
 @pytest.mark.parametrize("build", [tiny_x3d, tiny_vov3d])
-def test_tiny_model_fits_tiny_batch(build):
+def test_tiny_model_learns_and_fits_tiny_batch(build):
+    """Every parameter gets a gradient and moves; a fixed batch of 4 clips is fitted (the loss
+    falls below 5% of its first value: a few dozen steps here, 150 allowed)."""
+    torch.manual_seed(0)
     model = build(num_classes=2, dropout=0.0)
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
     x, y = torch.randn(4, 3, 2, 32, 32), torch.tensor([0, 1, 0, 1])
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
-    for _ in range(6):
+    while len(losses) < 150 and (not losses or losses[-1] > 0.05 * losses[0]):
         loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
+        if not losses:
+            assert all(p.grad is not None for p in model.parameters())
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0]
+    assert not [k for k, p in model.named_parameters() if torch.equal(p, before[k])]
+    assert losses[-1] <= 0.05 * losses[0], (len(losses), losses[0], losses[-1])
