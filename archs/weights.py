@@ -254,7 +254,7 @@ def _x3d_vov3d() -> None:
             extra: Dict[str, object] = {"spec": {"sampling": "segment", "crop_size": 224, "scale_size": 256},
                                         "channel_order": "rgb" if arch == "x3d_l" else "bgr"}
             if arch.startswith("vov3d"):
-                extra["options"] = {"num_frames": frames}
+                extra["options"] = {"num_segments": frames}
             else:  # VoV3D's X3D Something configs test at 224
                 extra["protocol_overrides"] = {"scale_size": 224}
             if (arch, dataset) == ("x3d_m", "somethingv2"):

@@ -167,8 +167,10 @@ def merge_protocol(preset: Optional[str] = None, row: Optional[Mapping[str, obje
 
 
 def fields_for_tester(protocol: Protocol) -> Dict[str, object]:
-    """The ``TestSettings`` fields a protocol sets (all clip indices are tested)."""
-    return {"test_segments": protocol.test_segments, "test_crops": protocol.test_crops,
+    """The ``TestSettings`` fields a protocol sets (all clip indices are tested). Its segment
+    count (``protocol.test_segments``) is a model option: it goes with the model options, as
+    ``num_segments``."""
+    return {"test_crops": protocol.test_crops,
             "full_res": protocol.full_res, "twice_sample": protocol.twice_sample,
             "num_clips": protocol.num_clips, "clip_indices": list(range(protocol.num_clips))}
 
@@ -177,7 +179,6 @@ def fields_for_data(protocol: Protocol) -> Dict[str, object]:
     """The ``DataSettings`` fields a protocol sets (None keeps the model's spec)."""
     return {"crop_size": protocol.crop_size, "scale_size": protocol.scale_size,
             "dense_sample": protocol.dense_sample, "dense_stride": protocol.dense_stride}
-
 
 
 def weights_protocol(entry, flags: Optional[Mapping[str, object]] = None) -> MergedProtocol:
