@@ -112,7 +112,7 @@ def test_bad_samples_are_replaced_in_training_and_skipped_in_test(tiny_dataset, 
     out = train(root / "tiny.json", tmp_path / "run", "--epochs", 1)
     assert "skipped unreadable sample" in out.output + (out.stderr if out.stderr_bytes else "")
     log = (tmp_path / "run" / "log.txt").read_text()
-    assert "grow_0" in log and "unreadable samples were replaced" in log
+    assert "grow_0" in log and "epoch 0 train: " in log and "unreadable samples replaced by others" in log
     test = cli("test", root / "tiny.json", "--weights", tmp_path / "run" / "last.pth", "--workers", 0, "-o", tmp_path / "s")
     assert "1 unreadable skipped" in test.output
     assert "frames/shrink/shrink_5" not in read_scores(tmp_path / "s" / "scores_clip0of1.pkl").video_ids
@@ -142,7 +142,7 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tiny_dataset, tmp_path):
     state = torch.load(out / "last.pth", weights_only=True)
     assert state["epoch"] >= 1
     resumed = train(tiny_dataset, out, "--epochs", state["epoch"] + 1, "--resume", "auto")
-    assert f"epoch {state['epoch']}, step {state['step']}" in resumed.output
+    assert f"at epoch {state['epoch']} step {state['step']}" in resumed.output
 
 
 def free_port() -> int:
@@ -179,4 +179,4 @@ def test_resume_from_a_signal_at_the_last_step_of_an_epoch(tiny_dataset, tmp_pat
     state.update(epoch=0, step=4)  # 16 train videos / batch 4: the interrupt came after the last step
     torch.save(state, tmp_path / "run" / "last.pth")
     out = train(tiny_dataset, tmp_path / "run", "--epochs", 1, "--resume", "auto")
-    assert "epoch 0, step 4" in out.output and "epoch 0 val:" in out.output
+    assert "at epoch 0 step 4" in out.output and "epoch 0 val:" in out.output
