@@ -100,7 +100,7 @@ class SkipLedger:
         total = sum(counts.values())
         self.epochs.append({"epoch": epoch, "split": split, "count": total, "files": counts})
         what = "replaced by others" if split == "train" else "left out"
-        self.log.info(f"epoch {epoch} {split}: {total} unreadable samples {what} ({len(counts)} files; "
+        self.log.info(f"epoch {epoch}: {total} unreadable {split} samples {what} ({len(counts)} files; "
                       f"{len(self.files)} distinct in the run so far)")
         if self.path is not None:
             write_text_atomic(self.path, json.dumps({"epochs": self.epochs, "files": self.files}, indent=1) + "\n")
