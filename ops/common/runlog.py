@@ -94,13 +94,13 @@ class SkipLedger:
             counts[path] = counts.get(path, 0) + 1
             if path not in self.files:
                 self.files[path] = reason
-                self.log.warn(f"skipped unreadable sample {path}: {reason}")
+                self.log.warn(f"skipped unreadable sample {reason if reason.startswith(path) else f'{path}: {reason}'}")
         if not counts:
             return
         total = sum(counts.values())
         self.epochs.append({"epoch": epoch, "split": split, "count": total, "files": counts})
         what = "replaced by others" if split == "train" else "left out"
-        self.log.info(f"epoch {epoch}: {total} unreadable {split} samples {what} ({len(counts)} files; "
+        self.log.info(f"epoch {epoch}: {total} unreadable {split} samples {what} ({len(counts)} file(s); "
                       f"{len(self.files)} distinct in the run so far)")
         if self.path is not None:
             write_text_atomic(self.path, json.dumps({"epochs": self.epochs, "files": self.files}, indent=1) + "\n")
