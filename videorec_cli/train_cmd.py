@@ -94,5 +94,6 @@ def command(
     try:
         train(settings)
     except TrainingInterrupted as exc:
-        typer.echo(str(exc), err=True)
+        if exc.announce:
+            typer.echo(str(exc), err=True)
         raise typer.Exit(128 + exc.signum)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -49,11 +49,13 @@ def last_line(exc: Exception) -> str:
 
 
 class TrainingInterrupted(Exception):
-    """Raised after a signal: the checkpoint is saved; ``signum`` says which signal."""
+    """Raised after a signal: the checkpoint is saved; ``signum`` says which signal; ``announce``
+    is true on the one process that tells the user (rank 0)."""
 
-    def __init__(self, signum: int, path: Path) -> None:
+    def __init__(self, signum: int, path: Path, announce: bool = True) -> None:
         super().__init__(f"interrupted by signal {signum}: checkpoint saved to {path}; continue with --resume auto")
         self.signum = signum
+        self.announce = announce
 
 
 # TSM semantics: partial BN is on unless --npb (for the models that have it)
@@ -170,7 +172,7 @@ class EpochMeter:
     loss_sum: float = 0.0
     top1_sum: float = 0.0
     clips: int = 0
-    tic: float = field(default_factory=time.time)
+    tic: float = 0.0  # see start_clock
 
     def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, multi_label: bool) -> None:
         """One step: the batch's mean ``loss``, ``logits`` (N, K), ``target`` (N,) or (N, K)."""
@@ -180,6 +182,11 @@ class EpochMeter:
         self.loss_sum += loss.item() * n
         if not multi_label:
             self.top1_sum += topk_accuracy(logits.detach().float().cpu().numpy(), target.cpu().numpy(), (1,))[1] * n
+
+    def start_clock(self) -> "EpochMeter":
+        """Count the clip rate from now on."""
+        self.clips, self.tic = 0, time.time()
+        return self
 
     def stats(self, lr: float, world_size: int, multi_label: bool) -> Dict[str, float]:
         rate = self.clips * world_size / max(time.time() - self.tic, 1e-9)
@@ -311,12 +318,20 @@ def _train(settings: TrainSettings, prepared: Prepared, info: DistInfo, out_dir:
                 "epoch": epoch, "step": step, "iteration": iteration, "best_metric": best, "rng": rng_state(),
                 "epoch_sums": sums, "skipped": ledger.state_dict(pending), **metadata, "settings": resolved}
 
+    def interrupt(epoch: int, step: int, signum: int, collective: bool = True) -> TrainingInterrupted:
+        """Save ``last.pth`` after ``step`` of ``epoch`` (rank 0), with the epoch's running sums and
+        the skip reports of every rank (``collective``: all ranks are here) or of this one."""
+        pending = every_ranks_reports(ledger, info) if collective else ledger.take()
+        if info.is_main:
+            save_checkpoint(out_dir / "last.pth", snapshot(epoch, step, meter.state_dict(), tuple(pending)))
+        return stopped(signum, epoch, step, out_dir / "last.pth", info, log, collective)
+
     metric_name = "mAP" if cfg.multi_label else "top1"
     result: Dict[str, float] = {}
     with StopRequest() as stop:
         for epoch in range(start_epoch, settings.epochs):
             skip = start_step if epoch == start_epoch else 0
-            meter = meter if epoch == start_epoch else EpochMeter()
+            meter = (meter if epoch == start_epoch else EpochMeter()).start_clock()
             sampler.set_epoch(epoch, skip * settings.batch_size)
             train_set.set_epoch(epoch, settings.seed)
             loader = make_loader(train_set, settings.batch_size, settings.data.workers, sampler=sampler,
@@ -345,15 +360,10 @@ def _train(settings: TrainSettings, prepared: Prepared, info: DistInfo, out_dir:
                 meter.update(loss, logits, y, cfg.multi_label)
                 signum = stop.agreed(info)
                 if signum:
-                    pending = sum(gather_objects(ledger.take(), info), [])
-                    if info.is_main:
-                        save_checkpoint(out_dir / "last.pth", snapshot(epoch, step, meter.state_dict(), tuple(pending)))
-                    raise stopped(signum, epoch, step, out_dir / "last.pth", info, log)
-            if step < iters and stop.signum:  # a DataLoader worker died during the stop
-                if info.is_main:
-                    save_checkpoint(out_dir / "last.pth", snapshot(epoch, step, meter.state_dict(), tuple(ledger.take())))
-                raise stopped(stop.signum, epoch, step, out_dir / "last.pth", info, log)
-            ledger.close(epoch, "train", sum(gather_objects(ledger.take(), info), []))
+                    raise interrupt(epoch, step, signum)
+            if step < iters and stop.signum:  # a DataLoader worker died during the stop: this rank alone
+                raise interrupt(epoch, step, stop.signum, collective=False)
+            ledger.close(epoch, "train", every_ranks_reports(ledger, info))
             train_stats = meter.stats(lr, info.world_size, cfg.multi_label)
             log.scalars(train_stats, epoch)
             log.info(f"epoch {epoch}: loss {train_stats['loss/train']:.4f} lr {lr:.5f} {train_stats['clips_per_s']:.1f} "
@@ -383,9 +393,17 @@ def _train(settings: TrainSettings, prepared: Prepared, info: DistInfo, out_dir:
     return {**result, f"best_{metric_name}": best}
 
 
-def stopped(signum: int, epoch: int, step: int, path: Path, info: DistInfo, log: RunLog) -> TrainingInterrupted:
+def every_ranks_reports(ledger: SkipLedger, info: DistInfo) -> List[str]:
+    """The skip reports of the running epoch on all ranks (taken from each rank's ledger). Collective."""
+    return [line for lines in gather_objects(ledger.take(), info) for line in lines]
+
+
+def stopped(signum: int, epoch: int, step: int, path: Path, info: DistInfo, log: RunLog,
+            collective: bool = True) -> TrainingInterrupted:
     """After rank 0 saved ``path`` at ``step`` of ``epoch`` for ``signum``: log it, wait for that
-    save on every rank (a launcher stops the others when one exits) and give the exception to raise."""
+    save on every rank (``collective``; a launcher stops the others when one exits) and give the
+    exception to raise."""
     log.info(f"interrupted by signal {signum} at epoch {epoch} step {step}: saved {path}")
-    barrier(info)
-    return TrainingInterrupted(signum, path)
+    if collective:
+        barrier(info)
+    return TrainingInterrupted(signum, path, announce=info.is_main)
