@@ -1,7 +1,7 @@
 """The operator's fault drill: kill a small training run at random moments, resume it each
 time with ``--resume auto``, and compare the result with a straight run, bit for bit.
 
-    python scripts/fault_drill.py [--kills 8] [--seed 0] [--arch tsn_r18] [--epochs 4] [--threads 1] [--workdir DIR]
+    python scripts/fault_drill.py [--kills 8] [--seed 0] [--arch tsn_r18] [--epochs 3] [--threads 1] [--workdir DIR]
 
 It makes its own dataset (``videorec make-synthetic`` + ``extract-frames`` + ``make-annotations``:
 4 classes of 32x32 videos), trains it straight once, then runs the same training again and kills
@@ -148,12 +148,13 @@ class Drill:
     def run(self) -> bool:
         a = self.args
         train_time = self.straight()
+        print(f"  straight run: {train_time:.0f} s of training", flush=True)
         out = self.work / "drilled"
         kinds = [KINDS[i % len(KINDS)] for i in range(a.kills)]
         self.rng.shuffle(kinds)
         kills: List[Kill] = []
         for kind in kinds:
-            kill = self.kill_once(out, kind, window=0.6 * train_time / max(a.kills, 1))
+            kill = self.kill_once(out, kind, window=1.5 * train_time / max(a.kills, 1))  # spread over the run
             print(f"  {kind:17s} exit {kill.code} -> last.pth {kill.position}"
                   f"{'' if kill.loadable else ' NOT LOADABLE'}, {kill.left_bytes} temporary bytes", flush=True)
             kills.append(kill)
@@ -189,7 +190,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arch", default="tsn_r18", help="tsn_r18 (90 MB checkpoints: long saves) or tsm_mbv2")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="compute threads per process (main and 2 workers)")
     parser.add_argument("--workdir", type=Path, help="where the dataset and runs go (default: a temporary folder)")
     args = parser.parse_args()

@@ -50,18 +50,20 @@ def scalars(run: Path) -> dict:
     return out
 
 
-def test_group_sigterm_with_workers_saves_and_resumes(tiny_dataset, tmp_path):
-    """SLURM/Kubernetes/systemd signal the whole group: workers ignore it, the main process saves."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_group_signal_with_workers_saves_and_resumes(tiny_dataset, tmp_path, signum):
+    """SLURM/Kubernetes/systemd (SIGTERM) and a terminal's Ctrl-C (SIGINT) signal the whole group:
+    the workers ignore it, the main process saves and exits 128 + signal."""
     out = tmp_path / "run"
     proc = start(tiny_dataset, out, "--workers", 2, "--epochs", 200, "--eval-freq", 1000)
     wait_for(proc, "epoch 0:")
-    os.killpg(proc.pid, signal.SIGTERM)
+    os.killpg(proc.pid, signum)
     text, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, text
+    assert proc.returncode == 128 + signum, text
     assert "Traceback" not in text and "DataLoader worker" not in text
     state = torch.load(out / "last.pth", weights_only=True)
     log = (out / "log.txt").read_text()
-    assert f"interrupted by signal {int(signal.SIGTERM)} at epoch {state['epoch']} step {state['step']}" in log
+    assert f"interrupted by signal {int(signum)} at epoch {state['epoch']} step {state['step']}" in log
     assert not list(out.glob(".*.tmp-*"))
     resumed = train(tiny_dataset, out, "--epochs", state["epoch"] + 1, "--resume", "auto")
     assert f"at epoch {state['epoch']} step {state['step']}" in resumed.output
