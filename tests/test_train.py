@@ -180,6 +180,7 @@ def test_two_process_gloo_ddp_train_ledger_and_sharded_test(flawed_dataset, tmp_
     assert ddp == one
     assert [(e["split"], e["epoch"]) for e in ddp["epochs"]] == [("train", 0), ("val", 0)]
     assert sorted(Path(p).name for p in ddp["files"]) == ["grow_0", "move_left_5", "move_right_1", "shrink_2"]
+    assert sorted(Path(p).name for p in ddp["epochs"][0]["files"]) == ["grow_0", "move_right_1", "shrink_2"]
     assert ddp["epochs"][0]["count"] >= 3 and ddp["epochs"][1] == {
         "epoch": 0, "split": "val", "count": 1, "files": {str(Path(flawed_dataset).parent / "frames/move_left/move_left_5"): 1}}
     assert "4 distinct unreadable files were skipped during the run (train 3, val 1)" in done.stdout
