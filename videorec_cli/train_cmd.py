@@ -32,7 +32,7 @@ def command(
     resume: Optional[str] = typer.Option(None, help="'auto' (continue the run folder's last.pth, if any) or a checkpoint path."),
     seed: int = typer.Option(0, help="Random seed (model init, data order, augmentation)."),
     amp: bool = typer.Option(False, help="Mixed precision (float16 on CUDA, bfloat16 on CPU)."),
-    sync_bn: bool = typer.Option(False, "--sync-bn", help="Synchronised BatchNorm across processes."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="Synchronised BatchNorm across processes (2+ processes on CUDA only). Without it BatchNorm statistics are per process, so they depend on the per-process batch: 1- and 2-process runs differ."),
     output_dir: str = typer.Option("runs/run", "--output-dir", "-o", help="Run folder: checkpoints, log.txt, settings.json, tensorboard."),
     pretrained: str = typer.Option("none", help="none, imagenet (torchvision backbone weights) or a checkpoint path."),
     root: Optional[str] = typer.Option(None, help="Dataset root (overrides the registry)."),
@@ -74,10 +74,13 @@ def command(
                            "--global-lr-ratio": global_lr_ratio, "--stn-lr-ratio": stn_lr_ratio,
                            "--classifier-lr-ratio": classifier_lr_ratio, "--sample": sample}, model_option)
     given.check(arch)
-    from ops.engine.distributed import launch, launched
+    from ops.engine.distributed import device_type, launch, launched
+    from ops.engine.trainer import check_sync_bn
 
-    if (nproc_per_node > 1 or nnodes > 1) and not launched():
-        raise typer.Exit(launch(nproc_per_node, nnodes, node_rank, master_addr, master_port, sys.argv[1:]))
+    if not launched():
+        check_sync_bn(sync_bn, nproc_per_node * nnodes, device_type(device))  # before starting any process
+        if nproc_per_node > 1 or nnodes > 1:
+            raise typer.Exit(launch(nproc_per_node, nnodes, node_rank, master_addr, master_port, sys.argv[1:]))
     settings = TrainSettings(
         data=DataSettings(dataset=dataset, root=root, train_list=train_list, val_list=val_list,
                           frame_template=frame_template, crop_size=crop_size, scale_size=scale_size,
@@ -91,5 +94,6 @@ def command(
     try:
         train(settings)
     except TrainingInterrupted as exc:
-        typer.echo(str(exc), err=True)
+        if exc.announce:
+            typer.echo(str(exc), err=True)
         raise typer.Exit(128 + exc.signum)

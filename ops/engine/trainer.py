@@ -6,8 +6,11 @@ the datasets from its input spec (:func:`prepare`); only then is the run folder 
 It runs epochs of SGD with the per-group multipliers of ops.engine.optim; the loss is the
 model's training objective (:class:`TrainingObjective`). Rank 0 logs, saves and draws
 progress bars; checkpoints describe their model (:func:`ops.engine.checkpoints.model_metadata`).
-SIGTERM/SIGINT save ``last.pth`` (with the position inside the epoch) and stop;
-``--resume auto`` continues exactly where it stopped.
+SIGTERM/SIGINT (to the main process or its whole group; workers ignore them) save ``last.pth``
+at the next step boundary, with the position inside the epoch and the epoch's running sums,
+and stop with exit code 128 + signal; under DDP every rank agrees on the step and rank 0
+saves. ``--resume auto`` continues exactly where it stopped, logging what a straight run logs.
+Unreadable samples go to one ledger per split and epoch, summed over ranks (``skipped.json``).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -29,12 +32,12 @@ from ops.engine.checkpoints import (load_training_state, model_metadata, remove_
                                     rng_state, save_checkpoint, set_rng_state)
 from ops.engine.config import TrainSettings, write_json
 from ops.data.loader import TrainSampler, batch_targets, build_dataset, dataset_config, make_loader, model_input, resolve_spec
-from ops.engine.distributed import DistInfo, any_rank, init_distributed
+from ops.engine.distributed import DistInfo, barrier, gather_objects, init_distributed, max_over_ranks
 from ops.common.errors import UserError
 from ops.engine.inference import autocast, predict
 from ops.evaluation.metrics import mean_average_precision, topk_accuracy
 from ops.engine.optim import LRSchedule, make_optimizer, param_groups
-from ops.common.runlog import BadSamples, RunLog, progress
+from ops.common.runlog import RunLog, SkipLedger, progress
 from ops.data.dataset import VideoDataset, write_missing_report
 from ops.data.sources import SourceError
 
@@ -46,11 +49,13 @@ def last_line(exc: Exception) -> str:
 
 
 class TrainingInterrupted(Exception):
-    """Raised after a signal: the checkpoint is saved; ``signum`` says which signal."""
+    """Raised after a signal: the checkpoint is saved; ``signum`` says which signal; ``announce``
+    is true on the one process that tells the user (rank 0)."""
 
-    def __init__(self, signum: int, path: Path) -> None:
+    def __init__(self, signum: int, path: Path, announce: bool = True) -> None:
         super().__init__(f"interrupted by signal {signum}: checkpoint saved to {path}; continue with --resume auto")
         self.signum = signum
+        self.announce = announce
 
 
 # TSM semantics: partial BN is on unless --npb (for the models that have it)
@@ -111,24 +116,101 @@ def video_metrics(logits: np.ndarray, targets: np.ndarray, multi_label: bool) ->
     return {"top1": acc[1], "top5": acc[5]}
 
 
-class _StopFlag:
-    """Set by SIGTERM/SIGINT while training; the loop saves and stops at the next step."""
+class StopRequest:
+    """SIGTERM/SIGINT while training, recorded and not acted on: the loop saves ``last.pth`` at the
+    next step boundary and stops (exit 128 + signal). A second signal, e.g. during that save, is
+    recorded too: nothing is raised inside ``torch.save``. Entering also unblocks the two signals,
+    so one that came while whoever started us had them blocked takes effect now."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.signum = 0
-        self._previous = {}
+        self._previous: Dict[int, object] = {}
 
-    def __enter__(self) -> "_StopFlag":
-        for sig in (signal.SIGTERM, signal.SIGINT):
+    def __enter__(self) -> "StopRequest":
+        for sig in self.SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
         return self
 
     def _handle(self, signum, frame) -> None:
         self.signum = signum
 
+    def agreed(self, info: DistInfo) -> int:
+        """The signal every rank stops for now (the largest any rank got), 0 to go on. Collective."""
+        return max_over_ranks(self.signum, info)
+
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def batches(loader: Iterable[dict], stop: StopRequest) -> Iterator[dict]:
+    """The loader's batches; a DataLoader worker killed while a stop is requested ends them (the
+    loop then stops at the step it has reached) instead of failing the run."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except RuntimeError as exc:
+            if stop.signum and "DataLoader worker" in str(exc):
+                return
+            raise
+        yield batch
+
+
+@dataclass
+class EpochMeter:
+    """The running sums a training epoch's logged loss and top-1 average over. A mid-epoch
+    checkpoint keeps them (:meth:`state_dict`), so a resumed epoch logs what a straight one does;
+    the clip rate counts only this process's clips since it (re)started the epoch."""
+
+    seen: int = 0
+    loss_sum: float = 0.0
+    top1_sum: float = 0.0
+    clips: int = 0
+    tic: float = 0.0  # see start_clock
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, multi_label: bool) -> None:
+        """One step: the batch's mean ``loss``, ``logits`` (N, K), ``target`` (N,) or (N, K)."""
+        n = len(target)
+        self.seen += n
+        self.clips += n
+        self.loss_sum += loss.item() * n
+        if not multi_label:
+            self.top1_sum += topk_accuracy(logits.detach().float().cpu().numpy(), target.cpu().numpy(), (1,))[1] * n
+
+    def start_clock(self) -> "EpochMeter":
+        """Count the clip rate from now on."""
+        self.clips, self.tic = 0, time.time()
+        return self
+
+    def stats(self, lr: float, world_size: int, multi_label: bool) -> Dict[str, float]:
+        rate = self.clips * world_size / max(time.time() - self.tic, 1e-9)
+        stats = {"loss/train": self.loss_sum / max(self.seen, 1), "lr": lr, "clips_per_s": rate}
+        if not multi_label:
+            stats["acc/train_top1"] = self.top1_sum / max(self.seen, 1)
+        return stats
+
+    def state_dict(self) -> Dict[str, float]:
+        return {"seen": self.seen, "loss_sum": self.loss_sum, "top1_sum": self.top1_sum}
+
+    @classmethod
+    def resumed(cls, state: Optional[dict]) -> "EpochMeter":
+        """A meter continuing the sums of ``state`` (a fresh one for None)."""
+        return cls(**state) if state else cls()
+
+
+def check_sync_bn(sync_bn: bool, world_size: int, device_type: str) -> None:
+    """--sync-bn runs only with 2+ processes on CUDA (SyncBatchNorm has no CPU kernels, and in one
+    process it would change nothing): a :class:`UserError` otherwise, before any work."""
+    if sync_bn and (world_size < 2 or device_type != "cuda"):
+        where = "one process" if world_size < 2 else f"{device_type} (gloo)"
+        raise UserError(f"--sync-bn needs 2+ processes on CUDA, not {where}: drop --sync-bn, or train with "
+                        "--nproc-per-node 2+ and --device cuda")
 
 
 @dataclass
@@ -175,6 +257,7 @@ def report_missing(prepared: Prepared, out_dir: Path, log: RunLog) -> None:
 def train(settings: TrainSettings) -> Dict[str, float]:
     """Train as ``settings`` say; returns the last validation metrics and the best one."""
     info = init_distributed(settings.device)
+    check_sync_bn(settings.sync_bn, info.world_size, info.device.type)
     torch.manual_seed(settings.seed)
     prepared = prepare(settings)
     out_dir = Path(settings.output_dir)
@@ -225,6 +308,8 @@ def _train(settings: TrainSettings, prepared: Prepared, info: DistInfo, out_dir:
                           settings.warmup_epochs)
 
     start_epoch, start_step, iteration, best = 0, 0, 0, -1.0
+    ledger = SkipLedger(log, out_dir / "skipped.json" if info.is_main else None)
+    meter = EpochMeter()
     ckpt_path = prepared.resume
     if ckpt_path is not None:
         state = load_training_state(ckpt_path)
@@ -233,28 +318,40 @@ def _train(settings: TrainSettings, prepared: Prepared, info: DistInfo, out_dir:
         scaler.load_state_dict(state["scaler"])
         start_epoch, start_step, iteration, best = state["epoch"], state["step"], state["iteration"], state["best_metric"]
         set_rng_state(state["rng"])
-        log.info(f"resumed from {ckpt_path}: epoch {start_epoch}, step {start_step}")
+        meter = EpochMeter.resumed(state.get("epoch_sums"))
+        if info.is_main and "skipped" in state:  # every rank's reports, counted once
+            ledger.load_state_dict(state["skipped"])
+        log.info(f"resumed from {ckpt_path} at epoch {start_epoch} step {start_step}")
 
-    def snapshot(epoch: int, step: int) -> dict:
+    def snapshot(epoch: int, step: int, sums: Optional[dict] = None, pending: Tuple[str, ...] = ()) -> dict:
+        """The training state after ``step`` steps of ``epoch``; a mid-epoch one carries the epoch's
+        running sums and every rank's skip reports so far."""
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "epoch": epoch, "step": step, "iteration": iteration, "best_metric": best, "rng": rng_state(),
-                **metadata, "settings": resolved}
+                "epoch_sums": sums, "skipped": ledger.state_dict(pending), **metadata, "settings": resolved}
 
-    bad = BadSamples(log)
+    def interrupt(epoch: int, step: int, signum: int, collective: bool = True) -> TrainingInterrupted:
+        """Save ``last.pth`` after ``step`` of ``epoch`` (rank 0), with the epoch's running sums and
+        the skip reports of every rank (``collective``: all ranks are here) or of this one."""
+        pending = every_ranks_reports(ledger, info) if collective else ledger.take()
+        if info.is_main:
+            save_checkpoint(out_dir / "last.pth", snapshot(epoch, step, meter.state_dict(), tuple(pending)))
+        return stopped(signum, epoch, step, out_dir / "last.pth", info, log, collective)
+
     metric_name = "mAP" if cfg.multi_label else "top1"
     result: Dict[str, float] = {}
-    with _StopFlag() as stop:
+    with StopRequest() as stop:
         for epoch in range(start_epoch, settings.epochs):
             skip = start_step if epoch == start_epoch else 0
+            meter = (meter if epoch == start_epoch else EpochMeter()).start_clock()
             sampler.set_epoch(epoch, skip * settings.batch_size)
             train_set.set_epoch(epoch, settings.seed)
             loader = make_loader(train_set, settings.batch_size, settings.data.workers, sampler=sampler,
                                  drop_last=drop_last, seed=settings.seed + epoch)
             objective.train()
-            tic, seen, loss_sum, top1_sum = time.time(), 0, 0.0, 0.0
             step = skip
             lr = schedule.apply(optimizer, iteration)  # defined even when a resumed epoch has no steps left
-            for batch in progress(loader, iters - skip, f"epoch {epoch}", info.is_main):
+            for batch in progress(batches(loader, stop), iters - skip, f"epoch {epoch}", info.is_main):
                 if step >= iters:
                     break
                 lr = schedule.apply(optimizer, iteration)
@@ -271,28 +368,23 @@ def _train(settings: TrainSettings, prepared: Prepared, info: DistInfo, out_dir:
                 scaler.update()
                 iteration += 1
                 step += 1
-                bad.add(batch["bad"])
-                seen += len(y)
-                loss_sum += loss.item() * len(y)
-                if not cfg.multi_label:
-                    top1_sum += topk_accuracy(logits.detach().float().cpu().numpy(), y.cpu().numpy(), (1,))[1] * len(y)
-                if any_rank(stop.signum != 0, info):
-                    if info.is_main:
-                        save_checkpoint(out_dir / "last.pth", snapshot(epoch, step))
-                    raise TrainingInterrupted(stop.signum or signal.SIGTERM, out_dir / "last.pth")
-            bad.end_epoch(epoch)
-            rate = seen * info.world_size / max(time.time() - tic, 1e-9)
-            train_stats = {"loss/train": loss_sum / max(seen, 1), "lr": lr, "clips_per_s": rate}
-            if not cfg.multi_label:
-                train_stats["acc/train_top1"] = top1_sum / max(seen, 1)
+                ledger.add(batch["bad"])
+                meter.update(loss, logits, y, cfg.multi_label)
+                signum = stop.agreed(info)
+                if signum:
+                    raise interrupt(epoch, step, signum)
+            if step < iters and stop.signum:  # a DataLoader worker died during the stop: this rank alone
+                raise interrupt(epoch, step, stop.signum, collective=False)
+            ledger.close(epoch, "train", every_ranks_reports(ledger, info))
+            train_stats = meter.stats(lr, info.world_size, cfg.multi_label)
             log.scalars(train_stats, epoch)
-            log.info(f"epoch {epoch}: loss {train_stats['loss/train']:.4f} lr {lr:.5f} {rate:.1f} clips/s"
-                     + (f" train top-1 {train_stats['acc/train_top1']:.2f}" if not cfg.multi_label else ""))
+            log.info(f"epoch {epoch}: loss {train_stats['loss/train']:.4f} lr {lr:.5f} {train_stats['clips_per_s']:.1f} "
+                     "clips/s" + (f" train top-1 {train_stats['acc/train_top1']:.2f}" if not cfg.multi_label else ""))
             is_best = False
             if (epoch + 1) % settings.eval_freq == 0 or epoch + 1 == settings.epochs:
                 preds = predict(model, val_set, info, batch_size=settings.batch_size, workers=settings.data.workers,
                                 amp=settings.amp, desc="val")
-                bad.add(preds.bad)
+                ledger.close(epoch, "val", preds.bad)  # already gathered from every rank
                 result = video_metrics(preds.logits.mean(1), preds.targets, cfg.multi_label)
                 is_best = result[metric_name] > best
                 best = max(best, result[metric_name])
@@ -304,6 +396,26 @@ def _train(settings: TrainSettings, prepared: Prepared, info: DistInfo, out_dir:
                 save_checkpoint(out_dir / "last.pth", state)
                 if is_best:
                     save_checkpoint(out_dir / "best.pth", state)
-    if info.is_main and bad.seen:
-        log.info(f"{len(bad.seen)} unreadable files were skipped during the run; see log.txt")
+            signum = stop.agreed(info)
+            if signum and epoch + 1 < settings.epochs:  # came during validation or the save: saved above
+                raise stopped(signum, epoch + 1, 0, out_dir / "last.pth", info, log)
+    summary = ledger.summary()
+    if summary:
+        log.info(summary)
     return {**result, f"best_{metric_name}": best}
+
+
+def every_ranks_reports(ledger: SkipLedger, info: DistInfo) -> List[str]:
+    """The skip reports of the running epoch on all ranks (taken from each rank's ledger). Collective."""
+    return [line for lines in gather_objects(ledger.take(), info) for line in lines]
+
+
+def stopped(signum: int, epoch: int, step: int, path: Path, info: DistInfo, log: RunLog,
+            collective: bool = True) -> TrainingInterrupted:
+    """After rank 0 saved ``path`` at ``step`` of ``epoch`` for ``signum``: log it, wait for that
+    save on every rank (``collective``; a launcher stops the others when one exits) and give the
+    exception to raise."""
+    log.info(f"interrupted by signal {signum} at epoch {epoch} step {step}: saved {path}")
+    if collective:
+        barrier(info)
+    return TrainingInterrupted(signum, path, announce=info.is_main)
