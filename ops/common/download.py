@@ -224,3 +224,11 @@ def resolve_weights(name_or_path: Union[str, Path], home: Optional[Path] = None,
             raise UserError(f"{path}: no such checkpoint file")
         return path
     return fetch_weights(entry, home, progress=progress)
+
+
+def resolve_checkpoint_arg(value: Optional[str], keep: Tuple[str, ...] = ("none", "imagenet")) -> Optional[str]:
+    """``--tune-from`` / ``--pretrained``: a catalog name becomes its cached file (downloaded if
+    needed), a path is checked; None and the words in ``keep`` pass through."""
+    if value is None or value in keep:
+        return value
+    return str(resolve_weights(value))
