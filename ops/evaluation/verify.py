@@ -22,6 +22,8 @@ from ops.common.options import GivenOptions
 from ops.engine.config import DataSettings
 
 METRICS = ("top1", "top5", "mAP")
+INPUT_KEYS = ("num_segments", "frames_per_segment", "sampling", "dense_stride", "crop_size", "scale_size",
+              "channel_order")
 
 
 @dataclass
@@ -70,6 +72,7 @@ def card_markdown(card: dict) -> str:
              f"- test list: `{card['list_file']}` sha256 `{card['list_sha256']}`",
              f"- missing videos (left out): {card['missing']}; unreadable views skipped: {card['skipped']}",
              f"- protocol: {card['protocol_line']}",
+             "- input: " + ", ".join(f"{k}={card['input_spec'][k]}" for k in INPUT_KEYS),
              f"- time: {card['seconds']:.1f} s", "",
              "| metric | ours | published | difference |", "|---|---|---|---|"]
     for key, r in card["comparison"].items():
