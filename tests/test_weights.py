@@ -85,6 +85,7 @@ def _entry(**changes) -> WeightsEntry:
     ({"sha256": "abc"}, "64 lower-case hex"),
     ({"spec": {"frames": 8}}, "not InputSpec fields"),
     ({"file_name": "R50_8x8.pth"}, "share the file name"),
+    ({"channel_order": "yuv"}, "channel_order must be rgb or bgr"),
 ])
 def test_register_refuses_bad_entries(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -119,3 +120,17 @@ def test_weights_command_lists_rows_and_cached_state(tmp_path, monkeypatch):
     assert f"file: {tmp_path / 'weights' / 'tdn_r50_k400_8f.pth.tar'}" in manual.output
     missing = runner.invoke(app, ["weights", "nothing*"])
     assert missing.exit_code != 0 and "no weights match" in missing.output
+
+
+def test_bgr_rows_swap_the_channels_before_normalising():
+    from ops.data.transforms import ClipTransform, Normalize
+
+    spec = get_weights("vov3d_m_sthv2_16f").input_spec(InputSpec())
+    assert spec.channel_order == "bgr" and (spec.sampling, spec.crop_size) == ("segment", 224)
+    assert get_weights("x3d_l_sthv2_16f").input_spec(InputSpec()).channel_order == "rgb"
+    x = torch.randint(0, 256, (2, 3, 2, 4, 4), dtype=torch.uint8)
+    mean, std = (0.1, 0.2, 0.3), (0.5, 1.0, 2.0)
+    torch.testing.assert_close(Normalize(mean, std, channel_order="bgr")(x), Normalize(mean, std)(x.flip(1)))
+    frames = x[0].permute(1, 2, 3, 0).contiguous()  # (T, H, W, 3)
+    rgb, bgr = (ClipTransform("val", 4, 4, mean, std, channel_order=order) for order in ("rgb", "bgr"))
+    torch.testing.assert_close(bgr.normalize(bgr(frames, (0,))[0]), rgb.normalize(rgb(frames.flip(-1), (0,))[0]))
