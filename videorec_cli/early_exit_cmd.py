@@ -41,8 +41,10 @@ def command(
 
     if confidence not in CONFIDENCES:
         raise typer.BadParameter(f"--confidence must be one of {', '.join(CONFIDENCES)}")
-    if gflops_per_exit is not None and (arch is not None or model_option or crop_size is not None or weights):
-        raise typer.BadParameter("--gflops-per-exit gives the cost; drop --arch/--weights/--crop-size/-m (they measure it)")
+    if gflops_per_exit is not None and (arch is not None or model_option or crop_size is not None):
+        raise typer.BadParameter("--gflops-per-exit gives the cost; drop --arch/--crop-size/-m (they measure it)")
+    if gflops_per_exit is not None and weights is not None:
+        raise typer.BadParameter("--gflops-per-exit gives the cost; drop --weights (it names the model to measure)")
     if weights is not None and arch is not None:
         raise typer.BadParameter("--weights names the model; drop --arch")
     options = given_options({}, model_option)
