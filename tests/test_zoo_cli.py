@@ -115,10 +115,13 @@ def test_protocol_presets_change_the_views(zoo, tiny_dataset, tmp_path):
     assert read_scores(tmp_path / "d" / "scores_clip0of1.pkl").logits.shape == (8, 1, 4)
 
 
-def test_predict_takes_a_catalog_name(zoo, tiny_dataset):
+def test_predict_takes_a_catalog_name_and_its_dataset_class_names(zoo, tiny_dataset):
+    from tests.conftest import TINY_CLASSES
+
     out = invoke("predict", tiny_dataset.parent / "frames" / "grow" / "grow_4", "--weights", "tiny_zoo",
                  "--device", "cpu")
-    assert len([line for line in out.splitlines() if line.strip().endswith(("0", "1", "2", "3"))]) == 4
+    named = [line.split()[-1] for line in out.splitlines() if "%" in line]
+    assert sorted(named) == sorted(TINY_CLASSES)  # 4 classes, named from the dataset's classes.txt
 
 
 def test_stream_loads_a_catalog_name_with_its_model(zoo, tmp_path):

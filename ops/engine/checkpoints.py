@@ -136,13 +136,28 @@ def described(ckpt: dict, entry) -> dict:
     return said
 
 
+def entry_class_names(entry) -> List[str]:
+    """The class names of a catalog entry's dataset where its classes file is on this machine
+    (the dataset registry's root), else none."""
+    from dataset_configs import DatasetConfigError, get_dataset, read_class_names
+
+    try:
+        cfg = get_dataset(entry.dataset)
+    except DatasetConfigError:
+        return []
+    path = Path(cfg.root) / cfg.classes_file
+    names = read_class_names(path) if cfg.root and path.is_file() else []
+    return names if len(names) == entry.num_classes else []
+
+
 def load_model(weights: str, *, arch: Optional[str] = None, num_classes: Optional[int] = None,
                options: Optional[GivenOptions] = None, fallback_classes: Optional[int] = None,
                classes_from: str = "--num-classes", classes_fix: str = "drop --num-classes") -> LoadedModel:
     """Rebuild the model of ``weights``: a checkpoint path, or a name of the weights catalog
     (``videorec weights``), fetched into the cache (``ops.common.download.resolve_weights``).
     Its model, options, class count, class names and input spec come from the file, or for a
-    released file from its catalog entry (with the entry's input spec and channel order);
+    released file from its catalog entry (with the entry's input spec and channel order, and
+    the class names of its dataset where they are on this machine);
     ``arch``, ``num_classes`` and ``options`` (the user's flags) are needed only for files that
     say none of it, and override what they say (each override gives a note). A class count
     that differs from the file's is a :class:`UserError` saying ``classes_from`` and
@@ -181,7 +196,8 @@ def load_model(weights: str, *, arch: Optional[str] = None, num_classes: Optiona
     if entry is not None:
         spec = entry.input_spec(spec)
     spec = spec.replace(num_segments=model.input_spec.num_segments)
-    return LoadedModel(model, spec, list(ckpt.get("class_names") or []), notes, path, entry)
+    names = list(ckpt.get("class_names") or []) or (entry_class_names(entry) if entry is not None else [])
+    return LoadedModel(model, spec, names, notes, path, entry)
 
 
 def catalog_model(name: str, options: GivenOptions) -> Tuple[str, GivenOptions, Optional[int]]:
