@@ -7,6 +7,9 @@ from typing import List, Optional
 import typer
 
 from ops.common.options import MODEL_OPTION_HELP
+from ops.evaluation.protocols import ALIASES, list_protocols
+
+PROTOCOL_NAMES = ", ".join(sorted([p.name for p in list_protocols()] + list(ALIASES)))
 
 
 def clip_indices(value: str, num_clips: int) -> List[int]:
@@ -28,9 +31,9 @@ def command(
     weights: str = typer.Option(..., "--weights", help="Checkpoint: a videorec one (knows its model), a released one "
                                 "(with --arch), or a name of `videorec weights` (downloaded; brings its model, "
                                 "input and the table row's protocol)."),
-    protocol: Optional[str] = typer.Option(None, "--protocol", help="Named test protocol (views, sampling, sizes), "
-                                           "e.g. tsn-1x1, 30-view, ssv2-2x3; default: the --weights row's, else 1 "
-                                           "clip x 1 centre crop. View flags override it."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help=f"Named test protocol (views, sampling, sizes): "
+                                           f"{PROTOCOL_NAMES}; default: the --weights row's, else 1 clip x 1 centre "
+                                           "crop. View flags override it."),
     arch: Optional[str] = typer.Option(None, "--arch", "-a", help="Model name, for checkpoints that do not say it."),
     model_option: List[str] = typer.Option([], "--model-option", "-m", help=MODEL_OPTION_HELP + " Default: as trained."),
     test_segments: Optional[int] = typer.Option(None, "--test-segments", help="Segments (or frames) at test time; default: as trained."),
@@ -57,8 +60,7 @@ def command(
 ) -> None:
     """Score every video of the test list for each clip index; print view-level top-1/top-5.
 
-    The views come from a protocol: --protocol NAME, else the --weights catalog row's,
-    else 1 clip x 1 centre crop; each view flag overrides it (and says so).
+    The views come from a protocol: --protocol NAME, else the --weights catalog row's, else 1 clip x 1 centre crop; each view flag overrides it (and says so).
     """
     from ops.common.download import find_entry, resolve_weights
     from ops.common.options import given_options
