@@ -70,7 +70,7 @@ def zoo(tmp_path, monkeypatch, tiny_dataset):
     """VIDEOREC_HOME in tmp_path; ``tiny_zoo`` (a TSM-MobileNetV2 on the tiny dataset, 2 clips x 3
     full-resolution crops) placed in the cache, as after a download."""
     monkeypatch.setenv("VIDEOREC_HOME", str(tmp_path / "home"))
-    file = released_file(tmp_path, "tsm_mbv2", 4, width_mult=0.25, num_segments=4)
+    file = released_file(tmp_path, "tsm_mbv2", 4, seed=7, width_mult=0.25, num_segments=4)  # not the training seed
     entry = catalog_entry("tiny_zoo", file, "https://example.invalid/tiny_zoo.pth", str(tiny_dataset))
     cached_file(entry).parent.mkdir(parents=True)
     shutil.copy(file, cached_file(entry))
@@ -149,8 +149,9 @@ def test_early_exit_measures_the_catalog_model(zoo, tiny_dataset, tmp_path):
     assert cost == pytest.approx(with_options) and cost != pytest.approx(per_exit_gmacs("tsm_mbv2", 4, 4, 32))
 
 
-def test_tune_from_a_catalog_name(zoo, tiny_dataset, tmp_path):
-    invoke("train", tiny_dataset, *TRAIN, "--lr", 0, "--tune-from", "tiny_zoo", "-o", tmp_path / "run")
+@pytest.mark.parametrize("flag", ["--tune-from", "--pretrained"])
+def test_train_starts_from_a_catalog_name(flag, zoo, tiny_dataset, tmp_path):
+    invoke("train", tiny_dataset, *TRAIN, "--lr", 0, flag, "tiny_zoo", "-o", tmp_path / "run")
     tuned = torch.load(tmp_path / "run" / "last.pth", weights_only=True)["model"]
     released = torch.load(cached_file(zoo), weights_only=True)
     key = next(k for k in released if k.endswith("fc.weight") or k.endswith("classifier.weight"))
