@@ -57,6 +57,8 @@ class InputSpec:
     dense_stride: frame stride of dense sampling.
     crop_size / scale_size: train/test crop and the short side resized to before test crops.
     mean / std: per-channel normalisation applied after scaling pixels to ``[0, value_range]``.
+    channel_order: ``"rgb"``, or ``"bgr"`` for weights trained on BGR frames (the channels are
+    swapped before normalising; mean/std are in the model's channel order).
     """
 
     num_segments: int = 8
@@ -68,6 +70,7 @@ class InputSpec:
     mean: Tuple[float, float, float] = IMAGENET_MEAN
     std: Tuple[float, float, float] = IMAGENET_STD
     value_range: float = 1.0
+    channel_order: str = "rgb"
 
     @property
     def num_frames(self) -> int:

@@ -11,10 +11,14 @@ block outputs with temporal receptive fields 3, 5, ..., 11 frames.
 Widths (``inner`` = 40 for M, 48 for L): stem inner/2, stage outputs inner x [0.5, 1, 2, 4],
 stage inner widths inner x [1, 2, 4, 8], blocks per stage M 1/2/3/2, L 1/2/5/3.
 Module names follow the VoV3D repository (with the X3D renames of ``archs/x3d.py``),
-so its released checkpoints load strictly. The head pools globally, so ``num_segments``
-(16 frames for Kinetics, 32 for the SSv2 F32 configs) only sets the input spec.
+so its released checkpoints load strictly. ``num_segments`` (16 frames for Kinetics, 32
+for the SSv2 F32 configs) sets the input spec and the test head's training window;
+``test_head`` is X3D's (``archs/x3d.py``: PySlowFast's window pooling at a test crop
+larger than 224, or global pooling).
 """
 from __future__ import annotations
+
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -22,7 +26,7 @@ from torch.nn import functional as F
 
 from archs.registry import register_model
 from archs.x3d import (SqueezeExcite, TemporalDepthwiseConv3d, X3DHead, X3DNet, X3DStem, bn3d, init_x3d_weights,
-                       make_stage, x3d_spec)
+                       make_stage, training_window, x3d_spec)
 
 __all__ = ["D2Plus1DUnit", "TemporalOSA", "build_vov3d", "vov3d"]
 
@@ -92,9 +96,11 @@ VOV3D_VARIANTS = {"m": (40, (1, 2, 3, 2)), "l": (48, (1, 2, 5, 3))}
 
 
 def build_vov3d(num_classes: int, *, inner_width: int, blocks: tuple, num_units: int = 5, dim_c5: int = 2048,
-                dropout: float = 0.5, se_ratio: float = 1 / 16, fast_depthwise: bool = False) -> X3DNet:
+                dropout: float = 0.5, se_ratio: float = 1 / 16, fast_depthwise: bool = False,
+                window: Optional[Tuple[int, int, int]] = None, test_head: str = "global") -> X3DNet:
     """A VoV3D network (see the module docstring). ``fast_depthwise`` computes the
-    temporal depthwise convs by shifted multiply-adds (same weights and result, faster on CPU)."""
+    temporal depthwise convs by shifted multiply-adds (same weights and result, faster on CPU);
+    ``window`` / ``test_head``: the head's eval-time pooling (:class:`archs.x3d.X3DHead`)."""
     stem = X3DStem(3, inner_width // 2, shift_add=fast_depthwise)
     stages, in_channels = [], inner_width // 2
     for i, num_blocks in enumerate(blocks):
@@ -106,7 +112,8 @@ def build_vov3d(num_classes: int, *, inner_width: int, blocks: tuple, num_units:
 
         stages.append(make_stage(in_channels, out_channels, num_blocks, branch))
         in_channels = out_channels
-    head = X3DHead(in_channels, inner_width * 8, num_classes, lin5_channels=dim_c5, dropout=dropout)
+    head = X3DHead(in_channels, inner_width * 8, num_classes, lin5_channels=dim_c5, dropout=dropout, window=window,
+                   test_head=test_head)
     model = X3DNet(stem, stages, head)
     init_x3d_weights(model)
     return model
@@ -119,13 +126,14 @@ def build_vov3d(num_classes: int, *, inner_width: int, blocks: tuple, num_units:
                 description="VoV3D-L: 16 frames (32 for the SSv2 F32 configs), 224 crop, 256 test (6.30 M params "
                             "at 400 classes)")
 def vov3d(num_classes: int = 400, *, variant: str = "m", num_segments: int = 16, dropout: float = 0.5,
-          fast_depthwise: bool = False) -> X3DNet:
+          fast_depthwise: bool = False, test_head: str = "reference") -> X3DNet:
     """VoV3D-``variant`` (m, l) on clips of ``num_segments`` frames at stride 5; ``fast_depthwise``
-    computes the temporal depthwise convs by shifted multiply-adds (same weights and logits)."""
+    computes the temporal depthwise convs by shifted multiply-adds (same weights and logits);
+    ``test_head``: ``reference`` (PySlowFast's window pooling at a test crop above 224) or ``global``."""
     if variant not in VOV3D_VARIANTS:
         raise ValueError(f"unknown VoV3D variant {variant!r}; choose one of {', '.join(VOV3D_VARIANTS)}")
     inner_width, blocks = VOV3D_VARIANTS[variant]
     model = build_vov3d(num_classes, inner_width=inner_width, blocks=blocks, dropout=dropout,
-                        fast_depthwise=fast_depthwise)
+                        fast_depthwise=fast_depthwise, window=training_window(num_segments, 224), test_head=test_head)
     model.input_spec = x3d_spec(num_segments, 5, 224, 256)
     return model

@@ -121,8 +121,8 @@ class WeightsEntry:
     notes: str = ""
 
     def input_spec(self, model_spec: InputSpec) -> InputSpec:
-        """The model's own spec with this row's overrides."""
-        return model_spec.replace(**self.spec)
+        """The model's own spec with this row's overrides and channel order."""
+        return model_spec.replace(**{**self.spec, "channel_order": self.channel_order})
 
 
 _CATALOG: Dict[str, WeightsEntry] = {}
@@ -136,6 +136,8 @@ def register_weights(entry: WeightsEntry) -> WeightsEntry:
         raise ValueError(f"weights name {entry.name!r}: use lower-case letters, digits and '_'")
     if entry.sha256 is not None and not SHA256.fullmatch(entry.sha256):
         raise ValueError(f"weights {entry.name!r}: sha256 must be 64 lower-case hex digits")
+    if entry.channel_order not in ("rgb", "bgr"):
+        raise ValueError(f"weights {entry.name!r}: channel_order must be rgb or bgr")
     unknown = set(entry.spec) - {f.name for f in fields(InputSpec)}
     if unknown:
         raise ValueError(f"weights {entry.name!r}: {sorted(unknown)} are not InputSpec fields")

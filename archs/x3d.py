@@ -16,26 +16,34 @@ The stem, the residual block, the head and :class:`X3DNet` are shared with VoV3D
 
 Module names follow PySlowFast except that ``s1.pathway0_stem`` is ``s1`` and
 ``sK.pathway0_resI`` is ``sK.I``; :meth:`X3DNet.convert_state_dict` maps released
-PySlowFast / VoV3D checkpoints (``model_state``) onto ours. Unlike the reference head
-(a pooling kernel fixed by the training clip, softmax in eval) ours pools globally
-(adaptively), so any clip length (``num_segments`` frames: 4 to 32 and more) and crop
-size work, and it always returns logits.
+PySlowFast / VoV3D checkpoints (``model_state``) onto ours.
+
+The test head (model option ``test_head``). In training, and whenever the last feature
+map is no larger than the training window (``num_segments`` frames x ceil(train crop /
+32) squared), the head pools globally and returns logits, for any clip length and crop.
+At a test crop larger than the training crop, PySlowFast does not pool globally: it
+average-pools conv_5's output with the training-size window at stride 1, runs lin_5 and
+the projection at every window position, takes a softmax per position and averages
+them. ``test_head="reference"`` (the default of the registered X3D/VoV3D models) does
+that computation in eval and returns ``log(mean of the per-position softmaxes)`` as its
+logits, so that ``softmax(logits)`` -- what score fusion takes -- is exactly the
+reference's output; ``test_head="global"`` keeps global pooling and plain logits.
 """
 from __future__ import annotations
 
 import math
 import re
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from archs.layers import depthwise_temporal_conv, fuse_conv_bn, init_classifier_, linear_classifier, make_divisible
-from archs.registry import KINETICS_MEAN, KINETICS_STD, InputSpec, register_model
+from archs.registry import KINETICS_MEAN, KINETICS_STD, InputSpec, ModelOptionError, register_model
 
 __all__ = ["X3DNet", "X3DStem", "X3DHead", "ResBlock", "SqueezeExcite", "X3DBottleneck", "TemporalDepthwiseConv3d",
-           "bn3d", "make_stage", "build_x3d", "x3d_spec", "init_x3d_weights", "x3d"]
+           "bn3d", "make_stage", "build_x3d", "training_window", "x3d_spec", "init_x3d_weights", "x3d"]
 
 FC_STD = 0.01  # PySlowFast's initialisation of the projection
 
@@ -157,34 +165,63 @@ def make_stage(in_channels: int, out_channels: int, num_blocks: int, branch: Bra
     return nn.Sequential(*blocks)
 
 
-class X3DHead(nn.Module):
-    """conv_5 (1x1x1) -> BN -> ReLU -> global average pool -> lin_5 (1x1x1, no bias) -> ReLU
-    (:meth:`pooled_features`), then dropout -> projection (Linear) (:meth:`classify`).
+TEST_HEADS = ("reference", "global")
 
+
+class X3DHead(nn.Module):
+    """conv_5 (1x1x1) -> BN -> ReLU -> average pool -> lin_5 (1x1x1, no bias) -> ReLU, then
+    dropout -> projection (Linear).
+
+    ``window`` (frames, height, width of the last feature map at the training clip and
+    crop) and ``test_head`` choose the eval-time pooling (module docstring): ``"global"``
+    or no window pools globally; ``"reference"`` pools with the window at stride 1 and
+    returns the log of the mean per-position softmax when more than one position results.
     (N, C_in, T, H, W) -> logits (N, K), for any T, H, W.
     """
 
     def __init__(self, in_channels: int, inner_channels: int, num_classes: int, *, lin5_channels: int = 2048,
-                 dropout: float = 0.5) -> None:
+                 dropout: float = 0.5, window: Optional[Tuple[int, int, int]] = None,
+                 test_head: str = "global") -> None:
         super().__init__()
+        if test_head not in TEST_HEADS:
+            raise ModelOptionError(f"test_head must be one of {', '.join(TEST_HEADS)}, not {test_head!r}")
         self.conv_5 = nn.Conv3d(in_channels, inner_channels, 1, bias=False)
         self.conv_5_bn = bn3d(inner_channels)
         self.lin_5 = nn.Conv3d(inner_channels, lin5_channels, 1, bias=False)
         self.dropout = nn.Dropout(dropout)
         self.projection = nn.Linear(lin5_channels, num_classes)
+        self.window = window
+        self.test_head = test_head
+
+    def _conv5(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.conv_5_bn(self.conv_5(x)), inplace=True)
 
     def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C_in, T, H, W) -> (N, lin5_channels), before dropout and projection."""
-        x = F.relu(self.conv_5_bn(self.conv_5(x)), inplace=True)
-        x = F.adaptive_avg_pool3d(x, 1)
+        """(N, C_in, T, H, W) -> globally pooled (N, lin5_channels), before dropout and projection."""
+        x = F.adaptive_avg_pool3d(self._conv5(x), 1)
         return F.relu(self.lin_5(x), inplace=True).flatten(1)
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """(N, lin5_channels) -> logits (N, K)."""
         return self.projection(self.dropout(features))
 
+    def reference_window(self, size: Sequence[int]) -> Optional[Tuple[int, int, int]]:
+        """The pooling window for a (T, H, W) feature map in eval, or None to pool globally
+        (training, ``global`` mode, no window, or a map that the window covers whole)."""
+        if self.training or self.test_head == "global" or self.window is None:
+            return None
+        window = tuple(min(w, s) for w, s in zip(self.window, size))
+        return None if window == tuple(size) else window
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.pooled_features(x))
+        window = self.reference_window(x.shape[2:])
+        if window is None:
+            return self.classify(self.pooled_features(x))
+        x = F.avg_pool3d(self._conv5(x), window, stride=1)               # (N, C, t, h, w)
+        x = F.relu(self.lin_5(x), inplace=True)                           # (N, D, t, h, w)
+        per_position = self.classify(x.movedim(1, -1)).flatten(1, 3)      # (N, P, K)
+        log_probs = per_position.log_softmax(-1)
+        return log_probs.logsumexp(1) - math.log(per_position.shape[1])  # log mean softmax (N, K)
 
 
 def init_x3d_weights(model: nn.Module, *, fc_std: float = FC_STD, zero_init_final_bn: bool = True) -> None:
@@ -234,7 +271,7 @@ class X3DNet(nn.Module):
         return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, T, H, W) -> pooled features (N, 2048)."""
+        """(N, 3, T, H, W) -> globally pooled features (N, 2048)."""
         return self.head.pooled_features(self.forward_trunk(x))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -242,7 +279,9 @@ class X3DNet(nn.Module):
         return self.head.classify(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        """(N, 3, T, H, W) -> logits (N, K); in eval, with a reference test head and a map larger
+        than the training window, the log of the mean per-position softmax (module docstring)."""
+        return self.head(self.forward_trunk(x))
 
     def get_classifier(self) -> nn.Module:
         return self.head.projection
@@ -287,16 +326,24 @@ def x3d_spec(num_segments: int, dense_stride: int, crop_size: int, scale_size: i
                      scale_size=scale_size, mean=KINETICS_MEAN, std=KINETICS_STD)
 
 
+def training_window(frames: int, train_crop: int) -> Tuple[int, int, int]:
+    """PySlowFast's head pooling size: the clip's frames x ceil(train crop / 32) squared."""
+    side = math.ceil(train_crop / 32)
+    return frames, side, side
+
+
 def build_x3d(num_classes: int, *, depth_factor: float, width_factor: float = 2.0, bottleneck_factor: float = 2.25,
               dim_c1: int = 12, dim_c5: int = 2048, dropout: float = 0.5, se_ratio: float = 1 / 16,
-              fast_depthwise: bool = False) -> X3DNet:
+              fast_depthwise: bool = False, window: Optional[Tuple[int, int, int]] = None,
+              test_head: str = "global") -> X3DNet:
     """An X3D network (see the module docstring for the layout).
 
     Stage widths are ``make_divisible(dim_c1 * 2**i * width_factor)`` (24/48/96/192 for the
     default factors), blocks per stage ``ceil(depth_factor * [1, 2, 5, 3])``, inner
     width ``bottleneck_factor * stage width``; SE on every other block (0, 2, 4 ...).
     ``fast_depthwise`` computes the stem's temporal depthwise conv by shifted
-    multiply-adds (same weights, same result to 1e-5, faster on CPU).
+    multiply-adds (same weights, same result to 1e-5, faster on CPU). ``window`` and
+    ``test_head``: the head's eval-time pooling (:class:`X3DHead`, :func:`training_window`).
     """
     stem_channels = make_divisible(dim_c1 * width_factor)
     stem = X3DStem(3, stem_channels, shift_add=fast_depthwise)
@@ -310,7 +357,8 @@ def build_x3d(num_classes: int, *, depth_factor: float, width_factor: float = 2.
 
         stages.append(make_stage(in_channels, out_channels, math.ceil(depth_factor * repeats), branch))
         in_channels, base = out_channels, make_divisible(base * 2.0)
-    head = X3DHead(in_channels, inner, num_classes, lin5_channels=dim_c5, dropout=dropout)
+    head = X3DHead(in_channels, inner, num_classes, lin5_channels=dim_c5, dropout=dropout, window=window,
+                   test_head=test_head)
     model = X3DNet(stem, stages, head)
     init_x3d_weights(model)
     return model
@@ -340,13 +388,16 @@ def clip_frames(variant: str) -> Dict[str, int]:
 @register_model("x3d_l", family="x3d", variant="l", defaults=clip_frames("l"),
                 description="X3D-L: depth factor 5.0; 16 frames x stride 5, 312 train crop, 356 test (6.15 M params)")
 def x3d(num_classes: int = 400, *, variant: str = "m", num_segments: Optional[int] = None, dropout: float = 0.5,
-        fast_depthwise: bool = False) -> X3DNet:
+        fast_depthwise: bool = False, test_head: str = "reference") -> X3DNet:
     """X3D-``variant`` (xs, s, m, l) on clips of ``num_segments`` frames (default: the variant's,
     4 / 13 / 16 / 16); ``fast_depthwise`` computes the stem's temporal depthwise conv by shifted
-    multiply-adds (same weights and logits)."""
+    multiply-adds (same weights and logits); ``test_head``: ``reference`` (PySlowFast's
+    training-size window and per-position softmax at a larger test crop) or ``global``."""
     if variant not in X3D_VARIANTS:
         raise ValueError(f"unknown X3D variant {variant!r}; choose one of {', '.join(X3D_VARIANTS)}")
     depth_factor, frames, stride, crop, scale = X3D_VARIANTS[variant]
-    model = build_x3d(num_classes, depth_factor=depth_factor, dropout=dropout, fast_depthwise=fast_depthwise)
-    model.input_spec = x3d_spec(num_segments or frames, stride, crop, scale)
+    frames = num_segments or frames
+    model = build_x3d(num_classes, depth_factor=depth_factor, dropout=dropout, fast_depthwise=fast_depthwise,
+                      window=training_window(frames, crop), test_head=test_head)
+    model.input_spec = x3d_spec(frames, stride, crop, scale)
     return model

@@ -204,3 +204,33 @@ def test_an_unwritable_part_file_is_one_line(server, entry_for, tmp_path):
     with pytest.raises(UserError, match=f"cannot write {part}") as err:
         fetch_weights(entry, tmp_path, progress=False)
     assert "\n" not in str(err.value)
+
+
+def test_checkpoint_arguments_keep_their_words(tmp_path):
+    from ops.common.download import resolve_checkpoint_arg
+
+    assert resolve_checkpoint_arg(None) is None
+    assert (resolve_checkpoint_arg("none"), resolve_checkpoint_arg("imagenet")) == ("none", "imagenet")
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"weights")
+    assert resolve_checkpoint_arg(str(path)) == str(path)
+    with pytest.raises(UserError, match="no such checkpoint file"):
+        resolve_checkpoint_arg(str(tmp_path / "missing.pth"))
+    with pytest.raises(UserError, match="unknown weights 'mvfnet_r50_k400_8x9'.*mvfnet_r50_k400_8x8"):
+        resolve_checkpoint_arg("mvfnet_r50_k400_8x9")
+
+
+def test_processes_fetching_one_file_download_it_once(server, entry_for, tmp_path):
+    """A rank that finds another one downloading waits for it and uses its file."""
+    from ops.common.download import exclusive
+
+    entry = entry_for(base_url(server) + "/w.pth", sha256=hashlib.sha256(BODY).hexdigest())
+    dest = cached_file(entry, tmp_path)
+    dest.parent.mkdir(parents=True)
+    results = []
+    with exclusive(dest.parent):  # another process is downloading ...
+        waiting = threading.Thread(target=lambda: results.append(fetch_weights(entry, tmp_path, progress=False)))
+        waiting.start()
+        dest.write_bytes(BODY)  # ... and finishes
+    waiting.join()
+    assert results == [dest] and server.state.requests == []

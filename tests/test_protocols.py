@@ -7,8 +7,9 @@ from archs.weights import get_weights, list_weights
 from ops.common.errors import UserError
 from ops.engine.config import DataSettings
 from ops.engine import tester
+from ops.common.options import GivenOptions
 from ops.evaluation.protocols import (ALIASES, fields_for_data, fields_for_tester, get_preset, list_protocols,
-                                      merge_protocol, weights_protocol)
+                                      merge_protocol, resolve_protocol, weights_protocol)
 
 
 def test_every_preset_and_alias_is_valid():
@@ -77,3 +78,35 @@ def test_protocol_maps_onto_the_tester_settings():
 def test_every_catalog_row_has_a_known_protocol():
     assert {get_preset(e.protocol).name for e in list_weights()} >= {"dense-10x3", "tsn-10x3", "ssv2-2x3", "tsn-1x1",
                                                                       "movinet-whole-video", "tsm-2x3"}
+
+
+def test_flags_that_change_a_preset_or_row_value_give_notes():
+    merged = weights_protocol(get_weights("x3d_l_k400"), {"num_clips": 1, "full_res": False, "test_crops": 1,
+                                                          "scale_size": 356, "crop_size": 300})
+    assert merged.notes == ("--num-clips 1 overrides preset x3d-30view's num_clips=10",
+                            "--no-full-res overrides preset x3d-30view's full_res=True",
+                            "--test-crops 1 overrides preset x3d-30view's test_crops=3")
+    assert merged.origin["crop_size"] == "flag"  # a default changed: no note
+    assert not merge_protocol("dense-10x3", flags={"num_clips": 10}).notes
+
+
+def test_protocol_by_name_replaces_the_row_and_no_row_means_the_flags():
+    entry = get_weights("x3d_l_k400")
+    assert resolve_protocol(entry).protocol.scale_size == 356
+    chosen = resolve_protocol(entry, "tsn-1x1", {"num_clips": 2})
+    assert (chosen.protocol.scale_size, chosen.protocol.num_clips) == (256, 2)
+    assert chosen.origin["scale_size"] == "preset tsn-1x1" and chosen.origin["num_clips"] == "flag"
+    plain = resolve_protocol(None, None, {"test_crops": 3})
+    assert plain.protocol.views == 3 and plain.describe() == "3 views per video: test_crops=3 (flag)"
+
+
+def test_protocol_settings_put_the_segments_in_the_model_options():
+    merged = merge_protocol("tsn-1x1", {"test_segments": 16}, row_label="weights w")
+    fields = tester.protocol_settings(DataSettings(dataset="x"), merged, GivenOptions())
+    assert fields["model_options"].values == {"num_segments": 16}
+    assert fields["model_options"].flags == {"num_segments": "weights w test_segments=16"}
+    assert (fields["data"].crop_size, fields["data"].scale_size, fields["num_clips"]) == (224, 256, 1)
+    assert fields["protocol"] is merged
+    given = GivenOptions({"num_segments": 8}, {"num_segments": "-m num_segments=8"})
+    assert tester.protocol_settings(DataSettings(dataset="x"), merged, given)["model_options"].values == \
+        {"num_segments": 8}

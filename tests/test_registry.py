@@ -64,7 +64,7 @@ def test_unknown_option_names_the_model_and_its_options():
         create_model("x3d_m", 5, num_frames=32)
     message = str(info.value)
     assert message.startswith("x3d_m does not take option(s) num_frames;")
-    assert message.endswith("it takes: dropout, fast_depthwise, num_segments")
+    assert message.endswith("it takes: dropout, fast_depthwise, num_segments, test_head")
     with pytest.raises(ModelOptionError, match="msn_r50 does not take option.*alpha.*it takes: dropout, num_segments"):
         create_model("msn", 5, alpha=0.5)
     with pytest.raises(ModelOptionError, match="imagenet_pretrained is not a model option of tsm_r18"):
@@ -97,7 +97,7 @@ def test_aliases_resolve_and_build():
 def test_none_options_keep_defaults_and_model_options_record_the_resolved_ones():
     with torch.device("meta"):
         model = create_model("vov3d_m", 10, num_segments=32, dropout=None)
-    assert model.model_options == {"num_segments": 32, "dropout": 0.5, "fast_depthwise": False}
+    assert model.model_options == {"num_segments": 32, "dropout": 0.5, "fast_depthwise": False, "test_head": "reference"}
     assert model.input_spec.num_frames == 32
 
 

@@ -85,6 +85,7 @@ def _entry(**changes) -> WeightsEntry:
     ({"sha256": "abc"}, "64 lower-case hex"),
     ({"spec": {"frames": 8}}, "not InputSpec fields"),
     ({"file_name": "R50_8x8.pth"}, "share the file name"),
+    ({"channel_order": "yuv"}, "channel_order must be rgb or bgr"),
 ])
 def test_register_refuses_bad_entries(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -119,3 +120,43 @@ def test_weights_command_lists_rows_and_cached_state(tmp_path, monkeypatch):
     assert f"file: {tmp_path / 'weights' / 'tdn_r50_k400_8f.pth.tar'}" in manual.output
     missing = runner.invoke(app, ["weights", "nothing*"])
     assert missing.exit_code != 0 and "no weights match" in missing.output
+
+
+def test_bgr_rows_swap_the_channels_before_normalising():
+    from ops.data.transforms import ClipTransform, Normalize
+
+    spec = get_weights("vov3d_m_sthv2_16f").input_spec(InputSpec())
+    assert spec.channel_order == "bgr" and (spec.sampling, spec.crop_size) == ("segment", 224)
+    assert get_weights("x3d_l_sthv2_16f").input_spec(InputSpec()).channel_order == "rgb"
+    x = torch.randint(0, 256, (2, 3, 2, 4, 4), dtype=torch.uint8)
+    mean, std = (0.1, 0.2, 0.3), (0.5, 1.0, 2.0)
+    torch.testing.assert_close(Normalize(mean, std, channel_order="bgr")(x), Normalize(mean, std)(x.flip(1)))
+    frames = x[0].permute(1, 2, 3, 0).contiguous()  # (T, H, W, 3)
+    rgb, bgr = (ClipTransform("val", 4, 4, mean, std, channel_order=order) for order in ("rgb", "bgr"))
+    torch.testing.assert_close(bgr.normalize(bgr(frames, (0,))[0]), rgb.normalize(rgb(frames.flip(-1), (0,))[0]))
+
+
+@pytest.mark.parametrize("name,expected", [
+    # (segments, frames per segment, sampling, stride, crop, short side, channels), views, full-res crops
+    ("mvfnet_r50_k400_8x8", ((8, 1, "dense", 8, 224, 256, "rgb"), 30, True)),
+    ("tdn_r50_k400_8f", ((8, 5, "segment", 8, 224, 256, "rgb"), 30, True)),
+    ("tsm_r50_k400_8f", ((8, 1, "segment", 8, 224, 256, "rgb"), 1, False)),
+    ("movinet_a0_k600", ((50, 1, "dense", 5, 172, 172, "rgb"), 1, False)),
+    ("x3d_l_k400", ((16, 1, "dense", 5, 312, 356, "rgb"), 30, True)),
+    ("vov3d_m_sthv2_16f", ((16, 1, "segment", 5, 224, 256, "bgr"), 6, True)),
+    ("adafocusv2_mbv2_actnet_p128", ((16, 1, "segment", 8, 224, 256, "rgb"), 1, False)),
+])
+def test_one_row_per_family_says_what_test_runs(name, expected):
+    """What `videorec test DATASET --weights NAME` tests with no other flag: the row's model and
+    options, its input spec and its protocol's views (the model built on the meta device)."""
+    from ops.data.loader import resolve_spec
+    from ops.engine.config import DataSettings
+    from ops.evaluation.protocols import fields_for_data, resolve_protocol
+
+    entry = get_weights(name)
+    with torch.device("meta"):
+        model = create_model(entry.arch, entry.num_classes, **entry.options)
+    protocol = resolve_protocol(entry).protocol
+    s = resolve_spec(entry.input_spec(model.input_spec), DataSettings(dataset=entry.dataset, **fields_for_data(protocol)))
+    spec = (s.num_segments, s.frames_per_segment, s.sampling, s.dense_stride, s.crop_size, s.scale_size, s.channel_order)
+    assert (spec, protocol.views, protocol.full_res) == expected

@@ -11,7 +11,7 @@ from torch import nn
 from archs import create_model
 from archs.checkpoint import CheckpointError, load_pretrained, load_state_dict_strict
 from archs.profile import profile_model
-from archs.registry import KINETICS_MEAN, count_params
+from archs.registry import KINETICS_MEAN, ModelOptionError, count_params
 from archs.layers import depthwise_temporal_conv, make_divisible
 from archs.vov3d import build_vov3d
 from archs.x3d import build_x3d
@@ -236,3 +236,91 @@ def test_tiny_model_learns_and_fits_tiny_batch(build):
         losses.append(loss.item())
     assert not [k for k, p in model.named_parameters() if torch.equal(p, before[k])]
     assert losses[-1] <= 0.05 * losses[0], (len(losses), losses[0], losses[-1])
+
+
+def slowfast_head_probabilities(head, fmap: torch.Tensor, window) -> torch.Tensor:
+    """PySlowFast's X3D test head written out by hand: conv_5 -> BN -> ReLU, an average over
+    every training-size window (stride 1), lin_5 -> ReLU, projection, a softmax per window
+    position, the mean of those. (N, C, T, H, W) -> probabilities (N, K)."""
+    bn = head.conv_5_bn
+    x = torch.einsum("ncthw,oc->nothw", fmap, head.conv_5.weight[:, :, 0, 0, 0])
+    x = (x - bn.running_mean[:, None, None, None]) / torch.sqrt(bn.running_var[:, None, None, None] + bn.eps)
+    x = torch.clamp(x * bn.weight[:, None, None, None] + bn.bias[:, None, None, None], min=0)
+    wt, wh, ww = window
+    _, _, t_len, h_len, w_len = x.shape
+    probs = []
+    for t in range(t_len - wt + 1):
+        for i in range(h_len - wh + 1):
+            for j in range(w_len - ww + 1):
+                pooled = x[:, :, t:t + wt, i:i + wh, j:j + ww].mean((2, 3, 4))                # (N, C)
+                feat = torch.clamp(pooled @ head.lin_5.weight[:, :, 0, 0, 0].T, min=0)     # (N, D)
+                logits = feat @ head.projection.weight.T + head.projection.bias            # (N, K)
+                probs.append(torch.exp(logits) / torch.exp(logits).sum(1, keepdim=True))
+    return torch.stack(probs).mean(0)
+
+
+def reference_head():
+    from archs.x3d import X3DHead
+
+    head = X3DHead(6, 8, 5, lin5_channels=10, dropout=0.5, window=(2, 3, 3), test_head="reference").double()
+    randomize_bn(head)
+    return head.eval()
+
+
+def test_reference_head_is_slowfast_arithmetic_on_a_larger_map():
+    torch.manual_seed(0)
+    head = reference_head()
+    fmap = torch.randn(2, 6, 3, 5, 4, dtype=torch.float64)
+    with torch.no_grad():
+        out = head(fmap)
+        expected = slowfast_head_probabilities(head, fmap, (2, 3, 3))  # 2 x 3 x 2 = 12 positions
+        global_logits = head.classify(head.pooled_features(fmap))
+    torch.testing.assert_close(out.softmax(-1), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.exp().sum(1), torch.ones(2, dtype=torch.float64))  # log of probabilities
+    assert (out.softmax(-1) - global_logits.softmax(-1)).abs().max() > 1e-3  # not global pooling
+
+
+def test_reference_head_pools_globally_in_training_in_global_mode_and_when_the_window_covers_the_map():
+    torch.manual_seed(0)
+    fmap = torch.randn(2, 6, 3, 5, 4, dtype=torch.float64)
+    with torch.no_grad():
+        head = reference_head()
+        global_logits = head.classify(head.pooled_features(fmap))
+        whole = fmap[:, :, :2, :3, :3]  # exactly the window
+        torch.testing.assert_close(head(whole), head.classify(head.pooled_features(whole)))
+        torch.testing.assert_close(head(fmap[:, :, :1, :2, :2]),  # smaller than the window: global, as a crop
+                                   head.classify(head.pooled_features(fmap[:, :, :1, :2, :2])))
+        head.test_head = "global"
+        torch.testing.assert_close(head(fmap), global_logits)
+        head.test_head = "reference"
+        head.train()
+        head.conv_5_bn.eval()  # running statistics, so training mode differs only in the pooling
+        head.dropout.p = 0.0
+        torch.testing.assert_close(head(fmap), global_logits)
+
+
+@pytest.mark.parametrize("build", [tiny_x3d, tiny_vov3d])
+def test_model_at_a_larger_test_crop_uses_the_training_window(build):
+    from archs.x3d import training_window
+
+    window = training_window(4, 64)  # a 64-px training crop: 2 x 2 positions of the last map
+    model = build(window=window, test_head="reference").double()
+    randomize_bn(model)
+    model.eval()
+    x = torch.randn(1, 3, 4, 96, 96, dtype=torch.float64)  # map 3 x 3
+    with torch.no_grad():
+        trunk = model.forward_trunk(x)
+        expected = slowfast_head_probabilities(model.head, trunk, window)
+        out = model(x)
+    assert trunk.shape[-2:] == (3, 3) and window == (4, 2, 2)
+    torch.testing.assert_close(out.softmax(-1), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_registered_models_default_to_the_reference_head_with_the_training_window():
+    assert create_model("x3d_m", 5).head.window == (16, 7, 7)
+    assert create_model("x3d_l", 5, num_segments=8).head.window == (8, 10, 10)
+    vov = create_model("vov3d_m", 5, num_segments=32)
+    assert vov.head.window == (32, 7, 7) and vov.model_options["test_head"] == "reference"
+    assert create_model("x3d_xs", 5, test_head="global").head.test_head == "global"
+    with pytest.raises(ModelOptionError, match="test_head must be one of reference, global"):
+        create_model("x3d_xs", 5, test_head="softmax")

@@ -20,6 +20,7 @@ def command(
     holdout: float = typer.Option(0.5, help="Without --fit-scores: this fraction of --eval-scores (random, --seed) fits the thresholds, the rest is evaluated."),
     seed: int = typer.Option(0, help="Seed of the --holdout split."),
     gflops_per_exit: Optional[float] = typer.Option(None, "--gflops-per-exit", help="GFLOPs (GMACs) one more exit (frame) costs; exit k costs (k+1) x this."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="A name of `videorec weights`: measure the cost of its model, options and crop (nothing is downloaded)."),
     arch: Optional[str] = typer.Option(None, "--arch", "-a", help="Measure the per-exit cost of this model (meta device: view GMACs / exits); default: the model the score file records."),
     crop_size: Optional[int] = typer.Option(None, help="Input size for the measured cost; default: the score file's, else the model's."),
     model_option: List[str] = typer.Option([], "--model-option", "-m", help=MODEL_OPTION_HELP + " For the measured cost (e.g. patch_size=128); default: the score file's."),
@@ -42,7 +43,16 @@ def command(
         raise typer.BadParameter(f"--confidence must be one of {', '.join(CONFIDENCES)}")
     if gflops_per_exit is not None and (arch is not None or model_option or crop_size is not None):
         raise typer.BadParameter("--gflops-per-exit gives the cost; drop --arch/--crop-size/-m (they measure it)")
+    if gflops_per_exit is not None and weights is not None:
+        raise typer.BadParameter("--gflops-per-exit gives the cost; drop --weights (it names the model to measure)")
+    if weights is not None and arch is not None:
+        raise typer.BadParameter("--weights names the model; drop --arch")
+    options = given_options({}, model_option)
+    if weights is not None:
+        from ops.engine.checkpoints import catalog_model
+
+        arch, options, entry_crop = catalog_model(weights, options)
+        crop_size = crop_size or entry_crop
     typer.echo(early_exit_report(eval_scores=eval_scores, fit_scores=fit_scores, holdout=holdout, seed=seed,
                                  confidence=confidence, gflops_per_exit=gflops_per_exit, arch=arch, crop_size=crop_size,
-                                 model_options=given_options({}, model_option), budget_gflops=budget_gflops,
-                                 output_dir=output_dir))
+                                 model_options=options, budget_gflops=budget_gflops, output_dir=output_dir))

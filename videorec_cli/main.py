@@ -15,7 +15,7 @@ import typer
 
 from videorec_cli import datasets_cmd, demo_cmd, ensemble_cmd, models_cmd, predict_cmd, test_cmd, train_cmd
 from videorec_cli import early_exit_cmd, extract_frames_cmd, make_annotations_cmd, make_synthetic_cmd
-from videorec_cli import plot_cmd, recipes_cmd, stream_cmd, weights_cmd
+from videorec_cli import plot_cmd, recipes_cmd, stream_cmd, verify_cmd, weights_cmd
 
 
 
@@ -59,6 +59,7 @@ for _name, _module in [
     ("early-exit", early_exit_cmd),
     ("stream", stream_cmd),
     ("weights", weights_cmd),
+    ("verify", verify_cmd),
     ("plot", plot_cmd),
     ("recipes", recipes_cmd),
 ]:

@@ -12,7 +12,8 @@ from ops.common.options import MODEL_OPTION_HELP
 def command(
     video: Path = typer.Argument(..., help="A video file or a frame folder."),
     weights: str = typer.Option(..., "--weights", help="A videorec checkpoint (knows its model, classes and input); "
-                                "or a released one with --arch/--num-classes."),
+                                "a released one with --arch/--num-classes; or a name of `videorec weights` "
+                                "(downloaded; brings its model, classes count and input)."),
     arch: Optional[str] = typer.Option(None, "--arch", "-a", help="Model name, for checkpoints that do not say it."),
     num_classes: Optional[int] = typer.Option(None, help="Class count, for checkpoints that do not say it."),
     model_option: List[str] = typer.Option([], "--model-option", "-m", help=MODEL_OPTION_HELP + " Default: as trained."),

@@ -15,7 +15,8 @@ def command(
     arch: Optional[str] = typer.Option(None, "--arch", "-a", help="A stream model, movinet_a0_stream ... a5 (default: "
                                        "the checkpoint's, else movinet_a0_stream)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Checkpoint: ours (knows its model, classes and "
-                                          "input size) or a released MoViNet-pytorch stream state dict. Without it: "
+                                          "input size), a released MoViNet-pytorch stream state dict, or a name of `videorec weights` "
+                                          "(e.g. movinet_a0_stream_k600, downloaded). Without it: "
                                           "random weights, for latency tests."),
     model_option: List[str] = typer.Option([], "--model-option", "-m", help=MODEL_OPTION_HELP + " Default: as trained."),
     classes: Optional[Path] = typer.Option(None, help="classes.txt, one name per line (default: the checkpoint's "

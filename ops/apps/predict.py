@@ -50,7 +50,7 @@ def predict_video(s: PredictSettings, say: Callable[[str], None] = print) -> Lis
     except SourceError as exc:
         raise UserError(str(exc)) from None
     transform = ClipTransform(mode="test", crop_size=spec.crop_size, scale_size=spec.scale_size, mean=spec.mean,
-                              std=spec.std, value_range=spec.value_range)
+                              std=spec.std, value_range=spec.value_range, channel_order=spec.channel_order)
     views, _ = transform(frames, (0,))
     with torch.no_grad():
         probs = model(transform.normalize(views.to(device))).float().softmax(-1).mean(0)

@@ -176,7 +176,7 @@ def stream_predictions(model: nn.Module, frames: Iterable[np.ndarray], *, fps: f
     ``spec``: the input spec the frames are normalised by (default: the model's; a checkpoint's
     trained spec from :func:`load_stream_model`)."""
     spec = spec or model.input_spec
-    normalize = Normalize(spec.mean, spec.std, spec.value_range)
+    normalize = Normalize(spec.mean, spec.std, spec.value_range, spec.channel_order)
     period = fps * every  # frames between two reports
     state, step, logits, count, reported = None, model, None, 0, 0
     for count, frame in enumerate(frames, start=1):

@@ -10,13 +10,15 @@ aside, and the next run fetches it afresh.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.client
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterator, Mapping, Optional, Tuple, Union
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
@@ -194,11 +196,28 @@ def fetch_weights(entry: WeightsEntry, home: Optional[Path] = None, *, progress:
                         f"{entry.url} and save it as {dest}")
     check_output_dir(dest.parent, "weights cache folder (set VIDEOREC_HOME to move it)")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    expected, _ = expected_hash(entry, dest.parent)
-    actual = download(entry.url, dest, expected, timeout=timeout, retries=retries, progress=progress)
-    if expected is None:
-        record_hash(dest.parent, entry, actual)
+    with exclusive(dest.parent):
+        if dest.is_file():  # another process (a DDP rank) downloaded it while this one waited
+            verify_cached(entry, dest)
+            return dest
+        expected, _ = expected_hash(entry, dest.parent)
+        actual = download(entry.url, dest, expected, timeout=timeout, retries=retries, progress=progress)
+        if expected is None:
+            record_hash(dest.parent, entry, actual)
     return dest
+
+
+@contextmanager
+def exclusive(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock (``flock``) on the cache ``folder`` itself (no lock file left
+    behind): processes that fetch into it (the ranks of a distributed run) take turns, so a
+    file is downloaded once."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def find_entry(name_or_path: str) -> Optional[WeightsEntry]:
@@ -224,3 +243,11 @@ def resolve_weights(name_or_path: Union[str, Path], home: Optional[Path] = None,
             raise UserError(f"{path}: no such checkpoint file")
         return path
     return fetch_weights(entry, home, progress=progress)
+
+
+def resolve_checkpoint_arg(value: Optional[str], keep: Tuple[str, ...] = ("none", "imagenet")) -> Optional[str]:
+    """``--tune-from`` / ``--pretrained``: a catalog name becomes its cached file (downloaded if
+    needed), a path is checked; None and the words in ``keep`` pass through."""
+    if value is None or value in keep:
+        return value
+    return str(resolve_weights(value))

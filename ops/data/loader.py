@@ -54,7 +54,8 @@ def build_dataset(data: DataSettings, spec: InputSpec, split: str, mode: str,
                                 clip_index=views.clip_index, num_clips=views.num_clips, twice=views.twice)
     transform = ClipTransform(mode=mode, crop_size=spec.crop_size, scale_size=spec.scale_size, mean=spec.mean,
                               std=spec.std, value_range=spec.value_range, test_crops=views.test_crops,
-                              full_res=views.full_res, flip=cfg.flip, flip_map=cfg.flip_map())
+                              full_res=views.full_res, flip=cfg.flip, flip_map=cfg.flip_map(),
+                              channel_order=spec.channel_order)
     return VideoDataset(records, root=cfg.root, template=cfg.frame_template, sampling=sampling, transform=transform,
                         num_classes=cfg.num_classes, multi_label=cfg.multi_label, video_ext=cfg.video_ext,
                         strict=data.strict_data)

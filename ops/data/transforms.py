@@ -93,9 +93,14 @@ def crop(clip: torch.Tensor, box: Box) -> torch.Tensor:
 
 class Normalize:
     """uint8 pixels (..., 3, T, H, W) of any memory layout, on any device -> contiguous float32
-    ``(x * value_range / 255 - mean) / std``, computed as one multiply-add per pixel."""
+    ``(x * value_range / 255 - mean) / std``, computed as one multiply-add per pixel;
+    ``channel_order="bgr"`` swaps the RGB frames' channels first."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], value_range: float = 1.0) -> None:
+    def __init__(self, mean: Sequence[float], std: Sequence[float], value_range: float = 1.0,
+                 channel_order: str = "rgb") -> None:
+        if channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"channel order must be rgb or bgr, not {channel_order!r}")
+        self.bgr = channel_order == "bgr"
         std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1, 1)
         self.scale = (value_range / 255.0) / std_t
         self.shift = -torch.tensor(mean, dtype=torch.float32).view(3, 1, 1, 1) / std_t
@@ -103,6 +108,8 @@ class Normalize:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale.device != x.device:  # moved once, not on every batch or stream frame
             self.scale, self.shift = self.scale.to(x.device), self.shift.to(x.device)
+        if self.bgr:
+            x = x.flip(-4)
         out = torch.empty(x.shape, dtype=torch.float32, device=x.device).copy_(x)
         return out.mul_(self.scale).add_(self.shift)
 
@@ -114,6 +121,7 @@ class ClipTransform:
 
     mode: ``train`` | ``val`` | ``test``; ``test_crops`` 1, 3 or 10 (test only).
     flip: ``plain`` | ``swap`` | ``none`` (train only); ``flip_map`` swaps labels.
+    channel_order: ``rgb`` or ``bgr`` (:class:`Normalize`).
     """
 
     mode: str
@@ -126,13 +134,14 @@ class ClipTransform:
     full_res: bool = False
     flip: str = "plain"
     flip_map: Optional[Dict[int, int]] = None
+    channel_order: str = "rgb"
 
     def __post_init__(self) -> None:
         if self.mode not in ("train", "val", "test"):
             raise ValueError(f"mode must be train, val or test, not {self.mode!r}")
         if self.test_crops not in (1, 3, 10):
             raise ValueError(f"test crops must be 1, 3 or 10, not {self.test_crops}")
-        self._normalize = Normalize(self.mean, self.std, self.value_range)
+        self._normalize = Normalize(self.mean, self.std, self.value_range, self.channel_order)
 
     @property
     def num_views(self) -> int:

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -108,41 +108,80 @@ def stored_spec(ckpt: dict) -> Optional[InputSpec]:
 
 @dataclass
 class LoadedModel:
-    """A model rebuilt from a checkpoint (CPU, weights loaded strictly)."""
+    """A model rebuilt from a checkpoint (CPU, weights loaded strictly).
+
+    path: the file read (a catalog name's cached file); entry: the catalog entry
+    (``archs.weights.WeightsEntry``) when the weights were given by name, else None."""
 
     model: nn.Module
     spec: InputSpec               # the trained input spec; segments follow the model's options
     class_names: List[str]
     notes: List[str] = field(default_factory=list)  # "--flag X overrides the checkpoint's Y", one per override
+    path: str = ""
+    entry: Optional[object] = None
 
 
 def override_note(flag: str, stored: object) -> str:
     return f"{flag} overrides the checkpoint's {stored}"
 
 
-def load_model(path: str, *, arch: Optional[str] = None, num_classes: Optional[int] = None,
+def described(ckpt: dict, entry) -> dict:
+    """What the file says of its model (``arch``, ``model_options``, ``num_classes``), filled in
+    from its catalog entry where the file is a released one that does not say it."""
+    said = {"arch": ckpt.get("arch"), "model_options": ckpt.get("model_options"), "num_classes": ckpt.get("num_classes")}
+    if entry is not None and not said["arch"]:
+        said.update(arch=entry.arch, model_options=dict(entry.options))
+    if entry is not None and not said["num_classes"]:
+        said["num_classes"] = entry.num_classes
+    return said
+
+
+def entry_class_names(entry) -> List[str]:
+    """The class names of a catalog entry's dataset where its classes file is on this machine
+    (the dataset registry's root), else none."""
+    from dataset_configs import DatasetConfigError, get_dataset, read_class_names
+
+    try:
+        cfg = get_dataset(entry.dataset)
+    except DatasetConfigError:
+        return []
+    path = Path(cfg.root) / cfg.classes_file
+    names = read_class_names(path) if cfg.root and path.is_file() else []
+    return names if len(names) == entry.num_classes else []
+
+
+def load_model(weights: str, *, arch: Optional[str] = None, num_classes: Optional[int] = None,
                options: Optional[GivenOptions] = None, fallback_classes: Optional[int] = None,
                classes_from: str = "--num-classes", classes_fix: str = "drop --num-classes") -> LoadedModel:
-    """Rebuild the model of checkpoint ``path``: its model, options, class count, class names
-    and input spec come from the file; ``arch``, ``num_classes`` and ``options`` (the user's
-    flags) are needed only for files that do not say them, and override what the file says
-    (each override gives a note). A class count that differs from the file's is a
-    :class:`UserError` saying ``classes_from`` and ``classes_fix`` (flags the command has);
-    ``fallback_classes`` is the class count of a file that says neither."""
+    """Rebuild the model of ``weights``: a checkpoint path, or a name of the weights catalog
+    (``videorec weights``), fetched into the cache (``ops.common.download.resolve_weights``).
+    Its model, options, class count, class names and input spec come from the file, or for a
+    released file from its catalog entry (with the entry's input spec and channel order, and
+    the class names of its dataset where they are on this machine);
+    ``arch``, ``num_classes`` and ``options`` (the user's flags) are needed only for files that
+    say none of it, and override what they say (each override gives a note). A class count
+    that differs from the file's is a :class:`UserError` saying ``classes_from`` and
+    ``classes_fix`` (flags the command has); ``fallback_classes`` is the class count of a file
+    that says neither."""
+    from ops.common.download import find_entry, resolve_weights
+
     options = options or GivenOptions()
+    entry = find_entry(str(weights))
+    path = str(resolve_weights(weights))
     ckpt = read_checkpoint(path)
+    said = described(ckpt, entry)
     notes: List[str] = []
-    stored_arch = ckpt.get("arch")
+    stored_arch = said["arch"]
     if not (arch or stored_arch):
         raise UserError(f"{path}: the checkpoint does not say its model; pass --arch")
     name = options.check(arch or stored_arch)
     if stored_arch and name != stored_arch:
         notes.append(override_note(f"--arch {arch}", stored_arch))
-    stored: Dict[str, object] = dict(ckpt.get("model_options") or {}) if name == stored_arch else {}
+    stored: Dict[str, object] = dict(said["model_options"] or {}) if name == stored_arch else {}
     for key, value in options.values.items():
         if key in stored and stored[key] != value:
             notes.append(override_note(options.flags[key], stored[key]))
-    stored_classes = ckpt.get("num_classes")
+    stored_classes = said["num_classes"]
     if stored_classes and num_classes is not None and num_classes != stored_classes:
         raise UserError(f"{path}: the checkpoint has {stored_classes} classes but {classes_from} has {num_classes}; "
                         f"{classes_fix}")
@@ -153,8 +192,26 @@ def load_model(path: str, *, arch: Optional[str] = None, num_classes: Optional[i
     state = extract_state_dict(ckpt)
     check_classifier(model, state, path, classes_from, classes_fix)
     load_state_dict_strict(model, state, source=path)
-    spec = (stored_spec(ckpt) or model.input_spec).replace(num_segments=model.input_spec.num_segments)
-    return LoadedModel(model, spec, list(ckpt.get("class_names") or []), notes)
+    spec = stored_spec(ckpt) or model.input_spec
+    if entry is not None:
+        spec = entry.input_spec(spec)
+    spec = spec.replace(num_segments=model.input_spec.num_segments)
+    names = list(ckpt.get("class_names") or []) or (entry_class_names(entry) if entry is not None else [])
+    return LoadedModel(model, spec, names, notes, path, entry)
+
+
+def catalog_model(name: str, options: GivenOptions) -> Tuple[str, GivenOptions, Optional[int]]:
+    """A catalog entry's model without its file (for costs): its arch, its options under the
+    user's (``options`` win; the entry's are labelled ``weights NAME``) and its crop size
+    (None: the model's). :class:`UserError` for a name that is not in the catalog."""
+    from ops.common.download import find_entry
+
+    entry = find_entry(name)
+    if entry is None:
+        raise UserError(f"{name}: give a name of `videorec weights` here, not a file")
+    merged = GivenOptions({**entry.options, **options.values},
+                          {**{k: f"weights {entry.name} ({k}={v})" for k, v in entry.options.items()}, **options.flags})
+    return entry.arch, merged, entry.spec.get("crop_size")
 
 
 def check_classifier(model: nn.Module, state: Dict[str, torch.Tensor], path: str, classes_from: str,

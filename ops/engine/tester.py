@@ -8,9 +8,9 @@ in one batch. Raw logits (videos, views, K) are written to
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -25,14 +25,17 @@ from ops.engine.config import DataSettings
 from ops.engine.distributed import init_distributed
 from ops.engine.inference import predict
 from ops.evaluation.metrics import mean_average_precision, softmax, topk_accuracy
+from ops.evaluation.protocols import MergedProtocol, fields_for_data, fields_for_tester, flag_text
 from ops.evaluation.scores import ScoreFile, write_scores
 
 
 @dataclass
 class TestSettings:
-    """A test run. The model, its options, class names and input spec come from the checkpoint;
-    ``arch`` and ``model_options`` (``-m``, ``--test-segments``) are for files that do not say
-    them, or override what they say."""
+    """A test run. The model, its options, class names and input spec come from the checkpoint
+    (a path, or a name of the weights catalog); ``arch`` and ``model_options`` (``-m``,
+    ``--test-segments``) are for files that do not say them, or override what they say.
+    ``protocol``: the merged test protocol the views come from (printed and recorded in the
+    score files), see :func:`protocol_settings`."""
 
     data: DataSettings
     weights: str
@@ -48,16 +51,34 @@ class TestSettings:
     exits: bool = False
     amp: bool = False
     device: str = "auto"
+    protocol: Optional[MergedProtocol] = None
 
 
-def spec_notes(trained: InputSpec, data: DataSettings) -> List[str]:
-    """One line per data flag that changes the checkpoint's input spec."""
-    notes = [override_note(f"{flag} {value}", getattr(trained, key))
-             for flag, key, value in (("--crop-size", "crop_size", data.crop_size),
-                                      ("--scale-size", "scale_size", data.scale_size))
+def protocol_settings(data: DataSettings, merged: MergedProtocol, model_options: GivenOptions) -> Dict[str, object]:
+    """The :class:`TestSettings` fields of a merged protocol: its views (every clip index), its
+    data settings (crop, short side, sampling) and its segment count as the model option
+    ``num_segments`` unless ``model_options`` give it."""
+    p = merged.protocol
+    options = GivenOptions(dict(model_options.values), dict(model_options.flags))
+    if p.test_segments is not None and "num_segments" not in options.values:
+        options.values["num_segments"] = p.test_segments
+        options.flags["num_segments"] = f"{merged.origin['test_segments']} test_segments={p.test_segments}"
+    return {"data": replace(data, **fields_for_data(p)), "model_options": options, "protocol": merged,
+            **fields_for_tester(p)}
+
+
+def spec_notes(trained: InputSpec, data: DataSettings, origin: Optional[Mapping[str, str]] = None) -> List[str]:
+    """One line per data setting that changes the checkpoint's input spec; ``origin`` says where
+    each came from (a protocol's origins; default: a flag)."""
+    def label(key: str, value: object) -> str:
+        source = (origin or {}).get(key, "flag")
+        return flag_text(key, value) if source == "flag" else f"{source} {key}={value}"
+
+    notes = [override_note(label(key, value), getattr(trained, key))
+             for key, value in (("crop_size", data.crop_size), ("scale_size", data.scale_size))
              if value is not None and value != getattr(trained, key)]
     if data.dense_sample and trained.sampling != "dense":
-        notes.append(override_note("--dense-sample", f"{trained.sampling} sampling"))
+        notes.append(override_note(label("dense_sample", True), f"{trained.sampling} sampling"))
     return notes
 
 
@@ -73,8 +94,12 @@ def run_test(settings: TestSettings, say: Callable[[str], None] = print) -> List
     if settings.exits and not hasattr(model, "forward_exits"):
         raise UserError(f"{model.arch_name} has no per-frame exits (forward_exits); drop --exits")
     spec = resolve_spec(loaded.spec, settings.data)
+    protocol = settings.protocol
     if info.is_main:
-        for note in loaded.notes + spec_notes(loaded.spec, settings.data):
+        if protocol is not None:
+            say(f"protocol: {protocol.describe()}")
+        for note in [*(protocol.notes if protocol else ()), *loaded.notes,
+                     *spec_notes(loaded.spec, settings.data, protocol.origin if protocol else None)]:
             say(note)
     results = []
     for clip_index in settings.clip_indices:
@@ -93,6 +118,7 @@ def run_test(settings: TestSettings, say: Callable[[str], None] = print) -> List
             ids = [dataset.records[i].path for i in preds.indices]
             scores = ScoreFile(ids, preds.targets, preds.logits, clip_index, settings.num_clips,
                                {**asdict(settings), "arch": model.arch_name, "model_options": dict(model.model_options),
+                                "protocol": protocol.as_record() if protocol else None, "weights_file": loaded.path,
                                 "input_spec": asdict(spec), "num_classes": cfg.num_classes,
                                 "skipped": preds.bad, "missing": [str(m) for m in dataset.missing]},
                                preds.exit_logits)

@@ -27,6 +27,7 @@ from torch import nn
 from archs.checkpoint import drop_classifier, extract_state_dict, load_state_dict_strict, read_checkpoint
 from archs.registry import InputSpec, create_model, model_options, training_loss
 from dataset_configs import DatasetConfig, read_class_names
+from ops.common.download import resolve_checkpoint_arg
 from ops.common.fileio import check_output_dir
 from ops.engine.checkpoints import (load_training_state, model_metadata, remove_stale_temporaries, resume_path,
                                     rng_state, save_checkpoint, set_rng_state)
@@ -84,12 +85,12 @@ def build_model(settings: TrainSettings, num_classes: int) -> Tuple[nn.Module, b
     messages for the run log."""
     takes = model_options(settings.arch)
     options = {**{k: v for k, v in TRAIN_DEFAULTS.items() if k in takes}, **settings.model_options}
-    pretrained = None if settings.tune_from else settings.pretrained
+    pretrained = None if settings.tune_from else resolve_checkpoint_arg(settings.pretrained)
     model = create_model(settings.arch, num_classes, pretrained=pretrained, **options)
     new_classifier = settings.pretrained == "imagenet" and not settings.tune_from
     messages = []
     if settings.tune_from:
-        state = extract_state_dict(read_checkpoint(settings.tune_from))
+        state = extract_state_dict(read_checkpoint(resolve_checkpoint_arg(settings.tune_from)))
         convert = getattr(model, "convert_state_dict", None)
         state = convert(state) if convert else state
         dropped = drop_classifier(model, state)

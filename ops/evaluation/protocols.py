@@ -14,7 +14,7 @@ and record exactly what it tested.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from ops.common.errors import UserError
 
@@ -121,10 +121,12 @@ def get_preset(name: str) -> Preset:
 @dataclass(frozen=True)
 class MergedProtocol:
     """A protocol and, per setting, where its value came from (``default``, ``preset NAME``,
-    ``weights NAME`` or ``flag``)."""
+    ``weights NAME`` or ``flag``); ``notes``: one line per flag that changed a preset's or a
+    row's value (``--num-clips 1 overrides preset dense-10x3's 10``)."""
 
     protocol: Protocol
     origin: Mapping[str, str]
+    notes: Tuple[str, ...] = ()
 
     def describe(self) -> str:
         """One line: every setting that is not the default, with its origin."""
@@ -154,6 +156,7 @@ def merge_protocol(preset: Optional[str] = None, row: Optional[Mapping[str, obje
     """
     values = asdict(Protocol())
     origin = {key: "default" for key in KEYS}
+    notes: List[str] = []
     layers = [(asdict(get_preset(preset).protocol), f"preset {preset}", True)] if preset else []
     layers += [(dict(row or {}), row_label, False), (dict(flags or {}), "flag", False)]
     for layer, source, whole in layers:
@@ -161,9 +164,29 @@ def merge_protocol(preset: Optional[str] = None, row: Optional[Mapping[str, obje
         for key, value in layer.items():
             if value is None or (whole and value == values[key]):
                 continue
+            if source == "flag" and origin[key] != "default" and value != values[key]:
+                notes.append(f"{flag_text(key, value)} overrides {origin[key]}'s {key}={values[key]}")
             values[key] = value
             origin[key] = source
-    return MergedProtocol(Protocol(**values).check(), origin)
+    return MergedProtocol(Protocol(**values).check(), origin, tuple(notes))
+
+
+def flag_text(key: str, value: object) -> str:
+    """The ``videorec test`` flag that sets ``key`` to ``value`` (``--num-clips 2``, ``--no-full-res``)."""
+    flag = key.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value}"
+
+
+def resolve_protocol(entry=None, preset: Optional[str] = None,
+                     flags: Optional[Mapping[str, object]] = None) -> MergedProtocol:
+    """The protocol of a test run: ``preset`` (``--protocol``) with the flags; else the weights
+    entry's row protocol (``archs.weights.WeightsEntry``) with the flags; else the flags alone
+    (the model's spec, 1 clip, 1 centre crop). ``--protocol`` replaces the row's protocol whole."""
+    if preset is not None or entry is None:
+        return merge_protocol(preset, None, flags)
+    return weights_protocol(entry, flags)
 
 
 def fields_for_tester(protocol: Protocol) -> Dict[str, object]:
