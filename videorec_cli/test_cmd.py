@@ -43,6 +43,8 @@ def command(
     frame_template: Optional[str] = typer.Option(None, help="Frame file template, e.g. img_{:05d}.jpg."),
     crop_size: Optional[int] = typer.Option(None, help="Crop size; default: as trained / the model's."),
     scale_size: Optional[int] = typer.Option(None, help="Short side before cropping; default crop x 256/224."),
+    decoder: str = typer.Option("auto", help="Video decoder: auto (the fastest usable; see `videorec doctor`), torchcodec, pyav or decord."),
+    decode_device: str = typer.Option("cpu", help="Decode videos on cpu or cuda (torchcodec on NVDEC, in the main process: --workers 0)."),
     amp: bool = typer.Option(False, help="Mixed precision."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Processes (DDP-sharded test; scores gathered in list order)."),
@@ -55,7 +57,8 @@ def command(
     if nproc_per_node > 1 and not launched():
         raise typer.Exit(launch(nproc_per_node, 1, 0, "127.0.0.1", master_port, sys.argv[1:]))
     data = DataSettings(dataset=dataset, root=root, test_list=test_list, frame_template=frame_template,
-                        crop_size=crop_size, scale_size=scale_size, dense_sample=dense_sample, workers=workers)
+                        crop_size=crop_size, scale_size=scale_size, dense_sample=dense_sample, workers=workers,
+                        decoder=decoder, decode_device=decode_device)
     run_test(TestSettings(data=data, weights=weights, arch=arch, test_segments=test_segments, test_crops=test_crops,
                           full_res=full_res, twice_sample=twice_sample, clip_indices=clip_indices(clip_index, num_clips),
                           num_clips=num_clips, batch_size=batch_size, output_dir=output_dir, exits=exits, amp=amp,

@@ -1,0 +1,52 @@
+"""torchcodec backend: PyTorch's maintained decoder, on the CPU or on an NVIDIA GPU (NVDEC).
+
+It needs FFmpeg's shared libraries (4 to 8) on the machine; ``availability()`` says why it
+cannot be used where they are missing.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ops.data.decoders.base import VideoFile, first_line
+from ops.data.decoders.frame_index import load_frame_index
+
+
+def availability() -> Optional[str]:
+    """None when torchcodec can decode here, else why not (one line)."""
+    try:
+        import torchcodec  # noqa: F401
+        from torchcodec._core import ops
+    except Exception as exc:
+        return f"not installed ({first_line(exc)})" if isinstance(exc, ImportError) else first_line(exc)
+    if not ops._FFMPEG_AVAILABLE:
+        return ("FFmpeg shared libraries (libavutil.so.56 to .60) not found: install FFmpeg 4-8 "
+                "(e.g. apt-get install ffmpeg) or put its libraries on LD_LIBRARY_PATH")
+    return None
+
+
+def ffmpeg_version() -> str:
+    """The FFmpeg major version torchcodec loaded."""
+    from torchcodec._core import ops
+
+    return str(ops.ffmpeg_major_version)
+
+
+class TorchCodecVideo(VideoFile):
+    """Frames asked for by the time they are shown, from the cached frame index: exact, with
+    no scan of the file per clip (torchcodec's own exact mode scans it at every open)."""
+
+    name = "torchcodec"
+
+    def _open(self, threads: int) -> int:
+        from torchcodec.decoders import VideoDecoder
+
+        self.index = load_frame_index(self.path)
+        self.decoder = VideoDecoder(str(self.path), stream_index=self.index.stream, dimension_order="NHWC",
+                                    num_ffmpeg_threads=threads, device=self.device, seek_mode="approximate")
+        return self.index.num_frames
+
+    def _decode(self, indices: np.ndarray) -> torch.Tensor:
+        return self.decoder.get_frames_played_at(seconds=self.index.seconds(indices).tolist()).data
