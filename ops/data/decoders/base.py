@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -21,9 +22,13 @@ class SourceError(OSError):
     """A sample that cannot be read (missing, corrupt, empty); the message is one line naming the file."""
 
 
+_NATIVE_PREFIX = re.compile(r"^\[[\d:]+\] \S+:\d+: (Check failed: )?")  # decord's "[12:00:00] src/x.cc:61: "
+
+
 def first_line(exc: BaseException, limit: int = 160) -> str:
-    """An exception's first non-empty line (native libraries write pages), or its type name."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    """An exception's first non-empty line (native libraries write pages) without source-file
+    prefixes, or its type name."""
+    lines = [_NATIVE_PREFIX.sub("", ln.strip()) for ln in str(exc).splitlines() if ln.strip()]
     return lines[0][:limit] if lines else type(exc).__name__
 
 
@@ -83,7 +88,8 @@ class VideoFile:
         except SourceError:
             raise
         except Exception as exc:  # each library has its own error types
-            raise SourceError(f"{self.path}: cannot open video ({first_line(exc)})") from None
+            reason = first_line(exc).replace(f": '{self.path}'", "")  # FFmpeg's errors repeat the path
+            raise SourceError(f"{self.path}: cannot open video ({reason})") from None
         if self.num_frames <= 0:
             raise SourceError(f"{self.path}: no video frames")
 

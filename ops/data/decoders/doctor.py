@@ -43,6 +43,13 @@ def _cuda() -> str:
     return f"unavailable: {problem}" if problem else "available (torchcodec on NVDEC; --decode-device cuda --workers 0)"
 
 
+def _torchcodec_on_pyav() -> str:
+    from ops.data.decoders.frame_index import cache_dir
+    from ops.data.decoders.torchcodec_video import pyav_library_path
+
+    return f"export LD_LIBRARY_PATH={pyav_library_path(cache_dir() / 'pyav-ffmpeg')}"
+
+
 def doctor_lines() -> List[str]:
     """The report, one line per item."""
     from ops.data.decoders.registry import report, resolve_decoder
@@ -54,6 +61,8 @@ def doctor_lines() -> List[str]:
         if name == "torchcodec" and problem is None:
             extra = f", FFmpeg {torchcodec_video.ffmpeg_version()} shared libraries"
         lines.append(f"  {name:<22} {version:<10} " + (f"usable{extra}" if problem is None else f"unusable: {problem}"))
+    if torchcodec_video.availability() is not None and "not installed" not in torchcodec_video.availability():
+        lines.append(_probe("torchcodec on PyAV's FFmpeg", _torchcodec_on_pyav))
     lines.append(_probe("auto picks", resolve_decoder))
     lines.append("FFmpeg:")
     lines.append(_probe("ffmpeg binary", _ffmpeg_binary))

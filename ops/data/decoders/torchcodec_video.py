@@ -5,6 +5,8 @@ cannot be used where they are missing.
 """
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -12,6 +14,8 @@ import torch
 
 from ops.data.decoders.base import VideoFile, first_line
 from ops.data.decoders.frame_index import load_frame_index
+
+FFMPEG_LIBS = ("libavutil", "libavcodec", "libavformat", "libavfilter", "libavdevice", "libswscale", "libswresample")
 
 
 def availability() -> Optional[str]:
@@ -25,6 +29,25 @@ def availability() -> Optional[str]:
         return ("FFmpeg shared libraries (libavutil.so.56 to .60) not found: install FFmpeg 4-8 "
                 "(e.g. apt-get install ffmpeg) or put its libraries on LD_LIBRARY_PATH")
     return None
+
+
+def pyav_library_path(folder: Path) -> str:
+    """An ``LD_LIBRARY_PATH`` with which torchcodec loads the FFmpeg bundled in PyAV's wheel, on
+    machines without FFmpeg: ``folder`` gets links under the names torchcodec asks for
+    (``libavutil.so.60`` ...) to the wheel's renamed copies. Takes effect in a new process."""
+    import av
+
+    bundled = Path(av.__file__).resolve().parent.parent / "av.libs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for lib in FFMPEG_LIBS:
+        found = sorted(bundled.glob(f"{lib}-*.so.*"))
+        if not found:
+            raise FileNotFoundError(f"{bundled}: no {lib} in PyAV's wheel")
+        major = re.search(r"\.so\.(\d+)", found[0].name).group(1)
+        link = folder / f"{lib}.so.{major}"
+        link.unlink(missing_ok=True)
+        link.symlink_to(found[0])
+    return f"{folder}:{bundled}"
 
 
 def ffmpeg_version() -> str:
