@@ -187,3 +187,16 @@ def test_torchcodec_on_pyavs_ffmpeg_gives_the_same_frames(videos, tmp_path):
                           capture_output=True, text=True, env=env)
     assert done.returncode == 0 and done.stdout.strip() == f"same {len(videos)}", done.stderr[-2000:]
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize("flags, message", [(["--decoder", "nope"], "--decoder nope: choose from"),
+                                            (["--decode-device", "cuda", "--workers", "2"], "--decode-device cuda")])
+def test_train_flags_reach_the_decoder_check(tiny_dataset, tmp_path, flags, message):
+    """The flags travel from the command line to the dataset (checked before the first batch)."""
+    from typer.testing import CliRunner
+
+    from videorec_cli.main import app
+
+    tiny = ["--arch", "tsm_mbv2", "-m", "width_mult=0.25", "--crop-size", "32", "--num-segments", "2", "--epochs", "1"]
+    result = CliRunner().invoke(app, ["train", str(tiny_dataset), *tiny, "-o", str(tmp_path / "run"), *flags])
+    assert isinstance(result.exception, UserError) and message in str(result.exception), result.output
