@@ -130,7 +130,7 @@ def test_decoder_choice(videos, monkeypatch):
     assert type(open_source(videos["mpeg4"], "", decoder="decord")) is DecordVideo
     assert type(open_source(videos["mpeg4"], "", decoder="pyav")) is PyAVVideo
     assert registry.resolve_decoder("auto") == CPU_BACKENDS[0]
-    with pytest.raises(UserError, match="--decoder nope: choose from auto, torchcodec, pyav, decord"):
+    with pytest.raises(UserError, match="--decoder nope: choose from auto, pyav, decord, torchcodec"):
         registry.resolve_decoder("nope")
     monkeypatch.setattr(registry, "availability", lambda name: None if name == "decord" else f"{name} is broken")
     assert registry.resolve_decoder("auto") == "decord"

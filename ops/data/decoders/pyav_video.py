@@ -1,6 +1,8 @@
 """PyAV backend: maintained, and its wheels bundle FFmpeg (works on machines without one)."""
 from __future__ import annotations
 
+from typing import Dict
+
 import numpy as np
 import torch
 
@@ -9,9 +11,13 @@ from ops.data.decoders.frame_index import load_frame_index
 
 
 class PyAVVideo(VideoFile):
-    """Exact frames by timestamp: the cached frame index (see ``frame_index``) says where each
-    frame is; decoding seeks to the keyframe before a wanted frame unless going on from the
-    last decoded one is shorter."""
+    """Exact frames by timestamp, from the cached frame index (see ``frame_index``).
+
+    Decoding seeks to the keyframe before a wanted frame unless going on from the last
+    decoded one is shorter. On the way, packets of frames nobody asked for are decoded with
+    ``skip_frame=NONREF``: frames no other frame refers to (most B-frames) are not decoded at
+    all, which leaves every reference, and so every wanted frame, bit-exact.
+    """
 
     name = "pyav"
 
@@ -28,28 +34,32 @@ class PyAVVideo(VideoFile):
 
     def _decode(self, indices: np.ndarray) -> torch.Tensor:
         pts = self.index.pts
-        out = []
-        frames = None  # the running decode, positioned after frame ``pos``
-        pos = -1
-        for target in indices.tolist():
-            key = self.index.keyframe_before(target)
-            if frames is None or target <= pos or key > pos + 1:
-                self.container.seek(int(pts[key]), stream=self.stream, backward=True, any_frame=False)
-                frames = self.container.decode(self.stream)
-                pos = -1
-            for frame in frames:
-                if frame.pts is None:
-                    continue
-                pos = int(np.searchsorted(pts, frame.pts))
-                if pos >= target:
-                    break
+        wanted: Dict[int, int] = {int(pts[i]): int(i) for i in indices}  # pts -> frame index
+        got: Dict[int, np.ndarray] = {}
+        ctx = self.stream.codec_context
+        pending = [int(i) for i in indices]  # sorted; the first is the next to reach
+        while pending:
+            start = self.index.keyframe_before(pending[0])
+            self.container.seek(int(pts[start]), stream=self.stream, backward=True)
+            pos = -1  # the last frame decoded since the seek
+            for packet in self.container.demux(self.stream):
+                ctx.skip_frame = "DEFAULT" if packet.pts in wanted or packet.pts is None else "NONREF"
+                for frame in ctx.decode(packet if packet.size else None):
+                    if frame.pts is None:
+                        continue
+                    pos = max(pos, int(np.searchsorted(pts, frame.pts)))
+                    if frame.pts in wanted:
+                        got[wanted[frame.pts]] = frame.to_ndarray(format="rgb24")
+                while pending and (pending[0] in got or pending[0] < pos):
+                    if pending[0] not in got:
+                        raise ValueError(f"frame {pending[0]} (pts {pts[pending[0]]}) missing from the decoded stream")
+                    pending.pop(0)
+                if not pending or (pos >= start and self.index.keyframe_before(pending[0]) > pos + 1):
+                    break  # done, or a seek is shorter than decoding on
             else:
-                frames = None
-                raise EOFError(f"frame {target} does not decode")
-            if pos != target or pts[pos] != frame.pts:
-                raise ValueError(f"frame {target} (pts {pts[target]}) missing from the decoded stream")
-            out.append(frame.to_ndarray(format="rgb24"))
-        return torch.from_numpy(np.stack(out))
+                raise EOFError(f"frame {pending[0]} does not decode")
+        ctx.skip_frame = "DEFAULT"
+        return torch.from_numpy(np.stack([got[int(i)] for i in indices]))
 
     def __del__(self) -> None:
         container = getattr(self, "container", None)

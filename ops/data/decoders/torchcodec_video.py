@@ -1,6 +1,6 @@
 """torchcodec backend: PyTorch's maintained decoder, on the CPU or on an NVIDIA GPU (NVDEC).
 
-It needs FFmpeg's shared libraries (4 to 8) on the machine; ``availability()`` says why it
+It needs FFmpeg's shared libraries on the machine (or PyAV's copy, see ``pyav_library_path``); ``availability()`` says why it
 cannot be used where they are missing.
 """
 from __future__ import annotations
@@ -26,8 +26,9 @@ def availability() -> Optional[str]:
     except Exception as exc:
         return f"not installed ({first_line(exc)})" if isinstance(exc, ImportError) else first_line(exc)
     if not ops._FFMPEG_AVAILABLE:
-        return ("FFmpeg shared libraries (libavutil.so.56 to .60) not found: install FFmpeg 4-8 "
-                "(e.g. apt-get install ffmpeg) or put its libraries on LD_LIBRARY_PATH")
+        return ("FFmpeg's shared libraries (libavutil, libavcodec, ...) not found: install FFmpeg "
+                "(e.g. apt-get install ffmpeg), or start with the LD_LIBRARY_PATH `videorec doctor` prints "
+                "(PyAV's bundled copy)")
     return None
 
 
