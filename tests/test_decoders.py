@@ -200,3 +200,22 @@ def test_train_flags_reach_the_decoder_check(tiny_dataset, tmp_path, flags, mess
     tiny = ["--arch", "tsm_mbv2", "-m", "width_mult=0.25", "--crop-size", "32", "--num-segments", "2", "--epochs", "1"]
     result = CliRunner().invoke(app, ["train", str(tiny_dataset), *tiny, "-o", str(tmp_path / "run"), *flags])
     assert isinstance(result.exception, UserError) and message in str(result.exception), result.output
+
+
+class _Threads(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, i):
+        from ops.data.decoders.base import decoder_threads
+
+        return decoder_threads()
+
+
+def test_decoder_threads_share_the_cores_among_workers():
+    from ops.data.decoders.base import decoder_threads
+
+    cores = len(os.sched_getaffinity(0))
+    assert decoder_threads() == max(1, min(8, cores))
+    in_workers = list(torch.utils.data.DataLoader(_Threads(), batch_size=None, num_workers=2))
+    assert in_workers == [max(1, min(8, cores // 2))] * 2

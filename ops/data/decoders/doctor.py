@@ -10,9 +10,9 @@ from ops.data.decoders.base import first_line
 
 def _probe(what: str, fn: Callable[[], str]) -> str:
     try:
-        return f"  {what:<22} {fn()}"
+        return f"  {what:<28} {fn()}"
     except Exception as exc:  # the point of the report: nothing it finds stops it
-        return f"  {what:<22} unusable: {first_line(exc)}"
+        return f"  {what:<28} unusable: {first_line(exc)}"
 
 
 def _ffmpeg_binary() -> str:
@@ -27,7 +27,8 @@ def _pyav_ffmpeg() -> str:
     import av
 
     libs = av.library_versions
-    return f"libavcodec {'.'.join(map(str, libs['libavcodec']))}, libavformat {'.'.join(map(str, libs['libavformat']))} (bundled in the av wheel)"
+    codec, container = (".".join(map(str, libs[name])) for name in ("libavcodec", "libavformat"))
+    return f"libavcodec {codec}, libavformat {container} (bundled in the av wheel)"
 
 
 def _jpeg() -> str:
@@ -60,8 +61,9 @@ def doctor_lines() -> List[str]:
         extra = ""
         if name == "torchcodec" and problem is None:
             extra = f", FFmpeg {torchcodec_video.ffmpeg_version()} shared libraries"
-        lines.append(f"  {name:<22} {version:<10} " + (f"usable{extra}" if problem is None else f"unusable: {problem}"))
-    if torchcodec_video.availability() is not None and "not installed" not in torchcodec_video.availability():
+        lines.append(f"  {name:<28} {version:<10} " + (f"usable{extra}" if problem is None else f"unusable: {problem}"))
+    torchcodec_problem = torchcodec_video.availability()
+    if torchcodec_problem is not None and "not installed" not in torchcodec_problem:
         lines.append(_probe("torchcodec on PyAV's FFmpeg", _torchcodec_on_pyav))
     lines.append(_probe("auto picks", resolve_decoder))
     lines.append("FFmpeg:")

@@ -1,9 +1,9 @@
 """Which video decoder to use: ``auto`` or a name, checked once, before any work.
 
 ``auto`` takes the first usable one of ``AUTO_ORDER``: fastest first, as measured by
-``scripts/bench_loader.py`` (one thread, 8 frames of a 10 s 340x256 H.264 clip at x264's default
-keyframe interval: PyAV 45 ms, decord 70 ms, torchcodec on FFmpeg 8 136 ms). ``--decode-device cuda`` needs torchcodec, a CUDA device and
-decoding in the main process.
+``scripts/bench_loader.py`` (one thread, 8 frames of a 10 s 340x256 H.264 clip at x264's
+default keyframe interval: PyAV 45 ms, decord 70 ms, torchcodec on FFmpeg 8 136 ms).
+``--decode-device cuda`` needs torchcodec, a CUDA device and decoding in the main process.
 """
 from __future__ import annotations
 
@@ -86,7 +86,8 @@ def resolve_decoder(name: str = "auto", device: str = "cpu", workers: int = 0) -
         return usable[0]
     problem = availability(name)
     if problem:
-        raise UserError(f"--decoder {name} is unavailable: {problem} (see `videorec doctor`; --decoder auto picks one that works)")
+        raise UserError(f"--decoder {name} is unavailable: {problem} "
+                        "(see `videorec doctor`; --decoder auto picks one that works)")
     return name
 
 

@@ -1,7 +1,7 @@
 """torchcodec backend: PyTorch's maintained decoder, on the CPU or on an NVIDIA GPU (NVDEC).
 
-It needs FFmpeg's shared libraries on the machine (or PyAV's copy, see ``pyav_library_path``); ``availability()`` says why it
-cannot be used where they are missing.
+It needs FFmpeg's shared libraries on the machine (or PyAV's copy, see ``pyav_library_path``);
+``availability()`` says why it cannot be used where they are missing.
 """
 from __future__ import annotations
 
