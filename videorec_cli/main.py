@@ -12,8 +12,7 @@ import typer
 from videorec_cli import datasets_cmd, demo_cmd, ensemble_cmd, models_cmd, predict_cmd, test_cmd, train_cmd
 from videorec_cli import early_exit_cmd, extract_frames_cmd, make_annotations_cmd, make_synthetic_cmd
 from videorec_cli import stream_cmd
-from videorec_cli import transcode_cmd
-from videorec_cli import doctor_cmd
+from videorec_cli import doctor_cmd, transcode_cmd
 
 app = typer.Typer(
     name="videorec",
