@@ -11,6 +11,11 @@ from ops.prep.media import ffmpeg_exe
 CODECS = {
     "h264_default_gop": (".mp4", ["-c:v", "libx264", "-pix_fmt", "yuv420p"]),  # one keyframe: GOP 250 > FRAMES
     "h264_gop4": (".mp4", ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "4"]),
+    # variable frame rate: a 5 s pause after frame 20
+    "h264_vfr": (".mp4", ["-vf", "setpts='PTS+if(gt(N,20),5/TB,0)'", "-fps_mode", "vfr", "-c:v", "libx264",
+                          "-pix_fmt", "yuv420p"]),
+    "hevc": (".mp4", ["-c:v", "libx265", "-pix_fmt", "yuv420p", "-x265-params", "log-level=error"]),
+    "vp9": (".webm", ["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p"]),
     "mpeg4": (".avi", ["-c:v", "mpeg4", "-q:v", "3"]),
     "mjpeg": (".avi", ["-c:v", "mjpeg", "-q:v", "3"]),
 }

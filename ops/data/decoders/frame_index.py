@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Optional
 
@@ -26,11 +25,10 @@ from ops.common.fileio import atomic_open
 
 @dataclass(frozen=True)
 class FrameIndex:
-    """One video stream's frames in presentation order: ``pts`` (F,) int64 in ``time_base``
-    units, ``keyframe`` (F,) bool, ``duration`` (F,) int64 (0 where unknown)."""
+    """One video stream's frames in presentation order: ``pts`` (F,) int64 in the stream's time
+    base, ``keyframe`` (F,) bool, ``duration`` (F,) int64 (0 where unknown)."""
 
     stream: int
-    time_base: Fraction
     pts: np.ndarray
     keyframe: np.ndarray
     duration: np.ndarray
@@ -43,13 +41,6 @@ class FrameIndex:
         """The index of the last keyframe at or before frame ``i`` (0 if none)."""
         keys = np.flatnonzero(self.keyframe[: i + 1])
         return int(keys[-1]) if len(keys) else 0
-
-    def seconds(self, indices: np.ndarray) -> np.ndarray:
-        """A time inside each frame's display interval (its middle), in seconds: asking a decoder
-        for the frame shown at that time is exact whatever the rounding."""
-        nxt = np.append(self.pts[1:], self.pts[-1] + max(int(self.duration[-1]), 1))
-        mid = (self.pts[indices] + nxt[indices]) / 2.0
-        return mid * float(self.time_base)
 
 
 def cache_dir() -> Path:
@@ -83,10 +74,10 @@ def scan_frames(path: Path) -> FrameIndex:
             if stamp is None:
                 raise ValueError("packets without timestamps")
             rows.append((stamp, packet.is_keyframe, packet.duration or 0))
-        number, time_base = stream.index, Fraction(stream.time_base)
+        number = stream.index
     rows.sort()
     table = np.array(rows, dtype=np.int64).reshape(-1, 3)
-    return FrameIndex(number, time_base, table[:, 0], table[:, 1].astype(bool), table[:, 2])
+    return FrameIndex(number, table[:, 0], table[:, 1].astype(bool), table[:, 2])
 
 
 def load_frame_index(path: Path, folder: Optional[Path] = None) -> FrameIndex:
@@ -94,15 +85,13 @@ def load_frame_index(path: Path, folder: Optional[Path] = None) -> FrameIndex:
     cached = cache_path(path, folder)
     try:
         with np.load(cached) as data:
-            return FrameIndex(int(data["stream"]), Fraction(int(data["tb"][0]), int(data["tb"][1])),
-                              data["pts"], data["keyframe"], data["duration"])
+            return FrameIndex(int(data["stream"]), data["pts"], data["keyframe"], data["duration"])
     except (OSError, KeyError, ValueError):
         pass  # not cached yet (or a damaged entry: scanned again and replaced)
     index = scan_frames(path)
     try:
         with atomic_open(cached, "wb") as fh:
-            np.savez(fh, stream=index.stream, tb=np.array([index.time_base.numerator, index.time_base.denominator]),
-                     pts=index.pts, keyframe=index.keyframe, duration=index.duration)
+            np.savez(fh, stream=index.stream, pts=index.pts, keyframe=index.keyframe, duration=index.duration)
     except OSError:
         pass  # an unwritable cache folder costs a scan per open, nothing else
     return index

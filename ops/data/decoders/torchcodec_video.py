@@ -5,6 +5,7 @@ It needs FFmpeg's shared libraries on the machine (or PyAV's copy, see ``pyav_li
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Optional
@@ -59,18 +60,21 @@ def ffmpeg_version() -> str:
 
 
 class TorchCodecVideo(VideoFile):
-    """Frames asked for by the time they are shown, from the cached frame index: exact, with
-    no scan of the file per clip (torchcodec's own exact mode scans it at every open)."""
+    """Exact frames by index, with torchcodec's frame table taken from the cached frame index
+    (``custom_frame_mappings``): no scan of the file per clip (torchcodec's own exact mode scans
+    it at every open), and exact for variable frame rates too."""
 
     name = "torchcodec"
 
     def _open(self, threads: int) -> int:
         from torchcodec.decoders import VideoDecoder
 
-        self.index = load_frame_index(self.path)
-        self.decoder = VideoDecoder(str(self.path), stream_index=self.index.stream, dimension_order="NHWC",
-                                    num_ffmpeg_threads=threads, device=self.device, seek_mode="approximate")
-        return self.index.num_frames
+        index = load_frame_index(self.path)
+        mappings = json.dumps({"frames": [{"pts": int(pts), "duration": int(duration), "key_frame": int(key)}
+                                          for pts, duration, key in zip(index.pts, index.duration, index.keyframe)]})
+        self.decoder = VideoDecoder(str(self.path), stream_index=index.stream, dimension_order="NHWC",
+                                    num_ffmpeg_threads=threads, device=self.device, custom_frame_mappings=mappings)
+        return index.num_frames
 
     def _decode(self, indices: np.ndarray) -> torch.Tensor:
-        return self.decoder.get_frames_played_at(seconds=self.index.seconds(indices).tolist()).data
+        return self.decoder.get_frames_at(indices.tolist()).data
