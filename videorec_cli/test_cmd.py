@@ -43,7 +43,7 @@ def command(
     frame_template: Optional[str] = typer.Option(None, help="Frame file template, e.g. img_{:05d}.jpg."),
     crop_size: Optional[int] = typer.Option(None, help="Crop size; default: as trained / the model's."),
     scale_size: Optional[int] = typer.Option(None, help="Short side before cropping; default crop x 256/224."),
-    decoder: str = typer.Option("auto", help="Video decoder: auto (the fastest usable; see `videorec doctor`), torchcodec, pyav or decord."),
+    decoder: str = typer.Option("auto", help="Video decoder: auto (the fastest usable; see `videorec doctor`), pyav, decord or torchcodec."),
     decode_device: str = typer.Option("cpu", help="Decode videos on cpu or cuda (torchcodec on NVDEC, in the main process: --workers 0)."),
     amp: bool = typer.Option(False, help="Mixed precision."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),

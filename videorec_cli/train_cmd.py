@@ -59,7 +59,7 @@ def command(
     frame_template: Optional[str] = typer.Option(None, help="Frame file template, e.g. img_{:05d}.jpg."),
     crop_size: Optional[int] = typer.Option(None, help="Crop size; default: the model's (224 for most)."),
     scale_size: Optional[int] = typer.Option(None, help="Short side before val/test crops; default crop x 256/224."),
-    decoder: str = typer.Option("auto", help="Video decoder: auto (the fastest usable; see `videorec doctor`), torchcodec, pyav or decord."),
+    decoder: str = typer.Option("auto", help="Video decoder: auto (the fastest usable; see `videorec doctor`), pyav, decord or torchcodec."),
     decode_device: str = typer.Option("cpu", help="Decode videos on cpu or cuda (torchcodec on NVDEC, in the main process: --workers 0)."),
     strict_data: bool = typer.Option(False, "--strict-data", help="Fail on the first unreadable sample instead of replacing it."),
     max_iters_per_epoch: Optional[int] = typer.Option(None, help="Cap the steps per epoch (quick runs, benchmarks)."),
