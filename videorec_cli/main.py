@@ -15,8 +15,7 @@ import typer
 
 from videorec_cli import datasets_cmd, demo_cmd, ensemble_cmd, models_cmd, predict_cmd, test_cmd, train_cmd
 from videorec_cli import early_exit_cmd, extract_frames_cmd, make_annotations_cmd, make_synthetic_cmd
-from videorec_cli import plot_cmd, recipes_cmd, stream_cmd, verify_cmd, weights_cmd
-
+from videorec_cli import doctor_cmd, plot_cmd, recipes_cmd, stream_cmd, transcode_cmd, verify_cmd, weights_cmd
 
 
 class Interrupted(Exception):
@@ -34,7 +33,6 @@ def interruptible(command: Callable) -> Callable:
             raise Interrupted() from None
 
     return run
-
 
 app = typer.Typer(
     name="videorec",
@@ -62,6 +60,8 @@ for _name, _module in [
     ("verify", verify_cmd),
     ("plot", plot_cmd),
     ("recipes", recipes_cmd),
+    ("transcode", transcode_cmd),
+    ("doctor", doctor_cmd),
 ]:
     app.command(_name)(interruptible(_module.command))
 

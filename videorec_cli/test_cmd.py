@@ -53,6 +53,8 @@ def command(
     frame_template: Optional[str] = typer.Option(None, help="Frame file template, e.g. img_{:05d}.jpg."),
     crop_size: Optional[int] = typer.Option(None, help="Crop size; default: the protocol's, else as trained."),
     scale_size: Optional[int] = typer.Option(None, help="Short side before cropping; default: the protocol's, else as trained (crop x 256/224 with --crop-size)."),
+    decoder: str = typer.Option("auto", help="Video decoder: auto (the fastest usable; see `videorec doctor`), pyav, decord or torchcodec."),
+    decode_device: str = typer.Option("cpu", help="Decode videos on cpu or cuda (torchcodec on NVDEC, in the main process: --workers 0)."),
     amp: bool = typer.Option(False, help="Mixed precision."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Processes (DDP-sharded test; scores gathered in list order)."),
@@ -78,7 +80,8 @@ def command(
     if nproc_per_node > 1 and not launched():
         resolve_weights(weights)  # a catalog name is downloaded once, before the processes start
         raise typer.Exit(launch(nproc_per_node, 1, 0, "127.0.0.1", master_port, sys.argv[1:]))
-    data = DataSettings(dataset=dataset, root=root, test_list=test_list, frame_template=frame_template, workers=workers)
+    data = DataSettings(dataset=dataset, root=root, test_list=test_list, frame_template=frame_template, workers=workers,
+                        decoder=decoder, decode_device=decode_device)
     fields = {**protocol_settings(data, merged, given), "clip_indices": indices}
     run_test(TestSettings(weights=weights, arch=arch, batch_size=batch_size, output_dir=output_dir, exits=exits,
                           amp=amp, device=device, **fields), say=typer.echo)

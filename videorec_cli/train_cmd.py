@@ -41,6 +41,8 @@ def command(
     frame_template: Optional[str] = typer.Option(None, help="Frame file template, e.g. img_{:05d}.jpg."),
     crop_size: Optional[int] = typer.Option(None, help="Crop size; default: the model's (224 for most)."),
     scale_size: Optional[int] = typer.Option(None, help="Short side before val/test crops; default crop x 256/224."),
+    decoder: str = typer.Option("auto", help="Video decoder: auto (the fastest usable; see `videorec doctor`), pyav, decord or torchcodec."),
+    decode_device: str = typer.Option("cpu", help="Decode videos on cpu or cuda (torchcodec on NVDEC, in the main process: --workers 0)."),
     strict_data: bool = typer.Option(False, "--strict-data", help="Fail on the first unreadable sample instead of replacing it."),
     max_iters_per_epoch: Optional[int] = typer.Option(None, help="Cap the steps per epoch (quick runs, benchmarks)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -84,7 +86,8 @@ def command(
     settings = TrainSettings(
         data=DataSettings(dataset=dataset, root=root, train_list=train_list, val_list=val_list,
                           frame_template=frame_template, crop_size=crop_size, scale_size=scale_size,
-                          dense_sample=dense_sample, workers=workers, strict_data=strict_data),
+                          dense_sample=dense_sample, workers=workers, strict_data=strict_data,
+                          decoder=decoder, decode_device=decode_device),
         arch=arch, model_options=given.values, pretrained=pretrained, epochs=epochs, batch_size=batch_size, lr=lr,
         optimizer=optimizer, lr_scheduler=lr_scheduler, lr_steps=list(lr_steps), warmup_epochs=warmup_epochs, wd=wd,
         momentum=momentum, gd=gd or None, eval_freq=eval_freq, tune_from=tune_from, resume=resume, seed=seed, amp=amp,

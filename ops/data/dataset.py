@@ -95,7 +95,8 @@ class VideoDataset(torch.utils.data.Dataset):
 
     def __init__(self, records: Sequence[VideoRecord], *, root: str, template: str, sampling: SamplingSettings,
                  transform: ClipTransform, num_classes: int, multi_label: bool = False, video_ext: str = "",
-                 strict: bool = False, max_replacements: int = 10) -> None:
+                 strict: bool = False, max_replacements: int = 10, decoder: str = "auto",
+                 decode_device: str = "cpu") -> None:
         present, self.missing = split_missing(records, root, video_ext)
         if self.missing and strict:
             first = self.missing[0]
@@ -116,6 +117,7 @@ class VideoDataset(torch.utils.data.Dataset):
         self.video_ext = video_ext
         self.strict = strict
         self.max_replacements = max_replacements
+        self.decoder, self.decode_device = decoder, decode_device  # see ops.data.decoders.registry
         self.seed = 0
         self.epoch = 0
 
@@ -133,7 +135,7 @@ class VideoDataset(torch.utils.data.Dataset):
     def load(self, index: int, rng: Optional[np.random.Generator]):
         """(views (V, C, T, H, W), labels) of record ``index``; raises SourceError."""
         record = self.records[index]
-        source = open_source(self.path(index), self.template, record.num_frames)
+        source = open_source(self.path(index), self.template, record.num_frames, self.decoder, self.decode_device)
         indices = self.sampling.indices(source.num_frames, rng)
         frames = source.read(indices)
         clips = frames.chunk(self.sampling.clips_per_sample)

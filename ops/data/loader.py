@@ -13,6 +13,7 @@ from archs.registry import InputSpec
 from dataset_configs import DatasetConfig, get_dataset
 from ops.engine.config import DataSettings
 from ops.data.dataset import SamplingSettings, VideoDataset
+from ops.data.decoders.registry import resolve_decoder
 from ops.engine.distributed import DistInfo
 from ops.data.records import read_list_file
 from ops.data.transforms import ClipTransform
@@ -58,7 +59,8 @@ def build_dataset(data: DataSettings, spec: InputSpec, split: str, mode: str,
                               channel_order=spec.channel_order)
     return VideoDataset(records, root=cfg.root, template=cfg.frame_template, sampling=sampling, transform=transform,
                         num_classes=cfg.num_classes, multi_label=cfg.multi_label, video_ext=cfg.video_ext,
-                        strict=data.strict_data)
+                        strict=data.strict_data, decode_device=data.decode_device,
+                        decoder=resolve_decoder(data.decoder, data.decode_device, data.workers))
 
 
 class TrainSampler(torch.utils.data.Sampler):

@@ -25,6 +25,8 @@ class DataSettings:
     dense_stride: Optional[int] = None
     workers: int = 2
     strict_data: bool = False
+    decoder: str = "auto"
+    decode_device: str = "cpu"
 
 
 @dataclass

@@ -121,6 +121,12 @@ def temp_dir_for(out_dir: Path) -> Path:
     return out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
 
 
+def scale_short_side(stream, short_side: int):
+    """An ffmpeg-python ``stream`` scaled so its shorter side is ``short_side`` (the other side even)."""
+    # Portrait: the width is the short side; landscape/square: the height. -2 keeps the other side even.
+    return stream.filter("scale", w=f"if(lt(iw,ih),{short_side},-2)", h=f"if(lt(iw,ih),-2,{short_side})")
+
+
 def extraction_command(video: Path, pattern: str, *, short_side: int, fps: Optional[float], quality: int) -> List[str]:
     """The ffmpeg command line: optional fps resampling, true short-side resize (even sizes), JPEG quality."""
     # 'file:' keeps names such as 'a:b.mp4' from being read as a protocol.
@@ -128,8 +134,7 @@ def extraction_command(video: Path, pattern: str, *, short_side: int, fps: Optio
     if fps:
         stream = stream.filter("fps", fps=fps)
     if short_side:
-        # Portrait: the width is the short side; landscape/square: the height. -2 keeps the other side even.
-        stream = stream.filter("scale", w=f"if(lt(iw,ih),{short_side},-2)", h=f"if(lt(iw,ih),-2,{short_side})")
+        stream = scale_short_side(stream, short_side)
     out = stream.output(f"file:{pattern}", **{"q:v": quality, "start_number": 1, "threads": 1})
     return out.global_args("-nostdin", "-hide_banner", "-loglevel", "error").overwrite_output().compile(cmd=ffmpeg_exe())
 
@@ -232,12 +237,14 @@ def plan_outputs(src: Path, dst: Path, videos: Iterable[Path]) -> Dict[Path, Pat
 
 
 def remove_stale_temps(folders: Iterable[Path]) -> None:
-    """Remove temporary folders left by interrupted runs in ``folders`` (not recursive)."""
+    """Remove temporary folders and files left by interrupted runs in ``folders`` (not recursive)."""
     for folder in folders:
         if folder.is_dir():
             for stale in folder.glob(".*.tmp-*"):
                 if stale.is_dir():
                     shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
 
 
 def _remove_empty_parents(folder: Path, stop: Path) -> None:

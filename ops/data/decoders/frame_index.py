@@ -1,0 +1,97 @@
+"""The frame index of a video: every frame's timestamp and which frames are keyframes.
+
+Exact frame access needs it (frame ``i`` is the one with the i-th smallest timestamp;
+decoding starts at the last keyframe before it). Building it reads every packet of the
+file (demuxing, no decoding), so it is done once per file and cached in
+``<cache>/frame_index/<key>.npz``, the key made of the file's absolute path, size and
+``st_mtime_ns``: a replaced file gets a new index, and opening a file for each clip costs
+one small read instead of a scan.
+
+The cache folder is ``$VIDEOREC_CACHE_DIR``, else ``$XDG_CACHE_HOME/videorec``, else
+``~/.cache/videorec``; where it cannot be written the index is simply not kept.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ops.common.fileio import atomic_open
+
+
+@dataclass(frozen=True)
+class FrameIndex:
+    """One video stream's frames in presentation order: ``pts`` (F,) int64 in the stream's time
+    base, ``keyframe`` (F,) bool, ``duration`` (F,) int64 (0 where unknown)."""
+
+    stream: int
+    pts: np.ndarray
+    keyframe: np.ndarray
+    duration: np.ndarray
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.pts)
+
+    def keyframe_before(self, i: int) -> int:
+        """The index of the last keyframe at or before frame ``i`` (0 if none)."""
+        keys = np.flatnonzero(self.keyframe[: i + 1])
+        return int(keys[-1]) if len(keys) else 0
+
+
+def cache_dir() -> Path:
+    """Where cached indexes go (see the module docstring)."""
+    if os.environ.get("VIDEOREC_CACHE_DIR"):
+        return Path(os.environ["VIDEOREC_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "videorec"
+
+
+def cache_path(path: Path, folder: Optional[Path] = None) -> Path:
+    """The cache file of ``path``'s index, keyed by absolute path, size and mtime_ns."""
+    st = Path(path).stat()
+    key = hashlib.sha1(f"{Path(path).resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+    return (folder or cache_dir()) / "frame_index" / f"{key}.npz"
+
+
+def scan_frames(path: Path) -> FrameIndex:
+    """Read every packet of the first video stream of ``path`` (no decoding) with PyAV."""
+    import av
+
+    with av.open(str(path), metadata_errors="ignore") as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        stream = container.streams.video[0]
+        rows = []
+        for packet in container.demux(stream):
+            if packet.size == 0 or packet.is_discard or packet.is_corrupt:
+                continue
+            stamp = packet.pts if packet.pts is not None else packet.dts
+            if stamp is None:
+                raise ValueError("packets without timestamps")
+            rows.append((stamp, packet.is_keyframe, packet.duration or 0))
+        number = stream.index
+    rows.sort()
+    table = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    return FrameIndex(number, table[:, 0], table[:, 1].astype(bool), table[:, 2])
+
+
+def load_frame_index(path: Path, folder: Optional[Path] = None) -> FrameIndex:
+    """``path``'s frame index from the cache, scanned (and cached) on first use."""
+    cached = cache_path(path, folder)
+    try:
+        with np.load(cached) as data:
+            return FrameIndex(int(data["stream"]), data["pts"], data["keyframe"], data["duration"])
+    except (OSError, KeyError, ValueError):
+        pass  # not cached yet (or a damaged entry: scanned again and replaced)
+    index = scan_frames(path)
+    try:
+        with atomic_open(cached, "wb") as fh:
+            np.savez(fh, stream=index.stream, pts=index.pts, keyframe=index.keyframe, duration=index.duration)
+    except OSError:
+        pass  # an unwritable cache folder costs a scan per open, nothing else
+    return index
