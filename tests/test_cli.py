@@ -7,8 +7,7 @@ from typer.testing import CliRunner
 
 from videorec_cli.main import app
 
-COMMANDS = ["demo", "datasets", "models", "train", "test", "ensemble-pkl", "predict", "extract-frames",
-            "make-annotations", "make-synthetic", "early-exit", "stream"]
+COMMANDS = [command.name for command in app.registered_commands]
 
 
 @pytest.mark.parametrize("name", COMMANDS)

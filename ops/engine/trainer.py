@@ -40,6 +40,7 @@ from ops.evaluation.metrics import mean_average_precision, topk_accuracy
 from ops.engine.optim import LRSchedule, make_optimizer, param_groups
 from ops.common.runlog import RunLog, SkipLedger, progress
 from ops.data.dataset import VideoDataset, write_missing_report
+from ops.data.decoders.registry import describe as describe_decoders
 from ops.data.sources import SourceError
 
 
@@ -269,6 +270,7 @@ def train(settings: TrainSettings) -> Dict[str, float]:
                 log.info(f"removed {path.name}, left by a process that died while writing")
         for message in prepared.messages:
             log.info(message)
+        log.info(describe_decoders(prepared.train_set.decoder, settings.data.decode_device))
         if info.is_main:
             report_missing(prepared, out_dir, log)
         return _train(settings, prepared, info, out_dir, log)
