@@ -11,7 +11,7 @@ import typer
 
 from videorec_cli import datasets_cmd, demo_cmd, ensemble_cmd, models_cmd, predict_cmd, test_cmd, train_cmd
 from videorec_cli import early_exit_cmd, extract_frames_cmd, make_annotations_cmd, make_synthetic_cmd
-from videorec_cli import stream_cmd
+from videorec_cli import export_cmd, extract_features_cmd, stream_cmd
 
 app = typer.Typer(
     name="videorec",
@@ -35,6 +35,8 @@ for _name, _module in [
     ("make-synthetic", make_synthetic_cmd),
     ("early-exit", early_exit_cmd),
     ("stream", stream_cmd),
+    ("export", export_cmd),
+    ("extract-features", extract_features_cmd),
 ]:
     app.command(_name)(_module.command)
 
