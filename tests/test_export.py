@@ -4,17 +4,17 @@ leaves no file behind."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from archs.registry import create_model
 from ops.apps.export import CheckFailed, ExportSettings, export_model
 from ops.apps.runtime import OnnxClassifier, OnnxStreamStep, load_onnx, manifest_path, read_manifest
 from ops.common.errors import UserError
+from videorec_cli.main import app
 
 ATOL = 1e-4
 
@@ -25,7 +25,7 @@ def _export(model, tmp_path, fmt="onnx", suffix=None, **settings):
 
 
 @pytest.mark.parametrize("arch, options, size, frames", [
-    ("tsm_mbv2", {"num_segments": 4}, 32, None),
+    ("tsm_r18", {"num_segments": 4}, 32, None),
     ("x3d_xs", {}, 32, 4),
     ("movinet_a0", {}, 32, 4),
 ])
@@ -63,9 +63,16 @@ def test_torch_formats_round_trip(tmp_path, fmt):
     assert json.loads(result.manifest.read_text())["format"] == fmt
 
 
-def test_stream_step_in_onnx_runtime_gives_the_pytorch_stream_logits(tmp_path):
+@pytest.fixture(scope="module")
+def stream_export(tmp_path_factory):
+    """movinet_a0_stream (7 classes) and its one-frame step exported to ONNX at 64x64."""
+    torch.manual_seed(0)
     model = create_model("movinet_a0_stream", 7).eval()
-    result = _export(model, tmp_path, size=64)
+    return model, _export(model, tmp_path_factory.mktemp("stream"), size=64)
+
+
+def test_stream_step_in_onnx_runtime_gives_the_pytorch_stream_logits(stream_export):
+    model, result = stream_export
     step = load_onnx(result.path, threads=1)
     assert isinstance(step, OnnxStreamStep)
     clip = torch.rand(1, 3, 8, 64, 64)
@@ -78,9 +85,8 @@ def test_stream_step_in_onnx_runtime_gives_the_pytorch_stream_logits(tmp_path):
     assert state["frames"].item() == 8
 
 
-def test_stream_manifest_names_the_model_state(tmp_path):
-    model = create_model("movinet_a0_stream", 7).eval()
-    result = _export(model, tmp_path, size=64)
+def test_stream_manifest_names_the_model_state(stream_export):
+    model, result = stream_export
     manifest = read_manifest(result.path)
     state = model.init_state(1, 64)
     entries = manifest["stream"]["state"]
@@ -120,12 +126,27 @@ def test_cli_exports_from_a_checkpoint(tmp_path):
     torch.save({"model": model.state_dict(), "arch": "x3d_xs", "num_classes": 3,
                 "settings": {"model_options": {}}}, ckpt)
     out = tmp_path / "out" / "x3d.onnx"
-    done = subprocess.run([sys.executable, "-m", "videorec_cli.main", "export", "--weights", str(ckpt), "-o", str(out),
-                           "--size", "32", "--frames", "4"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert "max |Δlogit|" in done.stderr and out.is_file() and manifest_path(out).is_file()
+    done = CliRunner().invoke(app, ["export", "--weights", str(ckpt), "-o", str(out), "--size", "32", "--frames", "4"])
+    assert done.exit_code == 0, done.output
+    assert "max |Δlogit|" in done.output and out.is_file() and manifest_path(out).is_file()
     runtime = load_onnx(out, threads=1)
     clip = torch.rand(1, 3, 4, 32, 32)
     with torch.no_grad():
         np.testing.assert_allclose(runtime(clip).numpy(), model(clip).numpy(), atol=ATOL)
     assert runtime.num_classes == 3
+
+
+def test_onnx_stream_step_drops_into_stream_predictions(stream_export):
+    from ops.apps.stream import stream_predictions
+
+    model, result = stream_export
+    step = load_onnx(result.path, threads=1)
+    frames = list(np.random.default_rng(0).integers(0, 255, (6, 64, 64, 3), dtype=np.uint8))
+    ours = list(stream_predictions(model, frames, fps=2.0, top_k=3, compiled=False))
+    theirs = list(stream_predictions(step, frames, fps=2.0, top_k=3, compiled=False))
+    assert [p.frames for p in theirs] == [p.frames for p in ours] == [2, 4, 6]
+    for a, b in zip(ours, theirs):
+        assert [c for c, _ in a.top] == [c for c, _ in b.top]
+        np.testing.assert_allclose([p for _, p in a.top], [p for _, p in b.top], atol=1e-5)
+    with pytest.raises(ValueError, match="exported for 64x64"):
+        step.init_state(1, 32)

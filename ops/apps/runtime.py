@@ -8,7 +8,9 @@ ONNX metadata and in a ``FILE.json`` beside it. :func:`load_onnx` opens it as
 * :class:`OnnxClassifier`: ``model(clip (N, C, T, H, W)) -> logits (N, K)``, or
 * :class:`OnnxStreamStep`: ``state = step.init_state(N)``; ``logits, state = step(frame (N, 3, 1, H, W), state)``,
 
-taking and returning torch tensors (CPU), so code written for our models runs them unchanged.
+taking and returning torch tensors (CPU), so code written for our models runs them unchanged
+(both carry ``input_spec`` and ``arch_name``; ``ops.apps.stream.stream_predictions(step, ...,
+compiled=False)`` streams through ONNX Runtime).
 Sessions run on the CPU provider, or CUDA's where ONNX Runtime has it and ``device='cuda'``.
 """
 from __future__ import annotations
@@ -122,17 +124,24 @@ class OnnxStreamStep(_OnnxModel):
         self._inputs = [entry["input"] for entry in stream["state"]]
         self._initial = {entry["key"]: entry for entry in stream["state"]}
 
-    def init_state(self, batch_size: int = 1) -> State:
-        """The state before the first frame: each tensor's recorded initial value (zeros or
-        values, the same for every stream of the batch), repeated ``batch_size`` times."""
+    def init_state(self, batch_size: int = 1, frame_size: Union[int, Tuple[int, int], None] = None, *,
+                   device: Union[str, torch.device, None] = None, dtype: Optional[torch.dtype] = None) -> State:
+        """The state before the first frame (the torch model's signature): each tensor's recorded
+        initial value (zeros or values, the same for every stream of the batch), repeated
+        ``batch_size`` times. The file is exported for one frame size: another raises ValueError;
+        ``device`` / ``dtype`` other than CPU float32 do too (ONNX Runtime takes CPU arrays here)."""
+        size = self.manifest["inputs"][0]["shape"][-2:]
+        if frame_size is not None and list((frame_size, frame_size) if isinstance(frame_size, int) else frame_size) != size:
+            raise ValueError(f"{self.arch_name} was exported for {size[0]}x{size[1]} frames, not {frame_size}")
+        if torch.device(device or "cpu").type != "cpu" or dtype not in (None, torch.float32):
+            raise ValueError("an ONNX Runtime stream step keeps its state as CPU float32 tensors")
         state = {}
         for key, entry in self._initial.items():
             shape = [batch_size, *entry["shape"][1:]]
+            kind = getattr(torch, entry["dtype"])
             value = entry["initial"]
-            if value == "zeros":
-                state[key] = torch.zeros(shape, dtype=getattr(torch, entry["dtype"]))
-            else:
-                state[key] = torch.tensor(value, dtype=getattr(torch, entry["dtype"])).expand(shape).clone()
+            state[key] = torch.zeros(shape, dtype=kind) if value == "zeros" else \
+                torch.tensor(value, dtype=kind).expand(shape).clone()
         return state
 
     def __call__(self, frame: torch.Tensor, state: State) -> Tuple[torch.Tensor, State]:
