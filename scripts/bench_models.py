@@ -76,8 +76,11 @@ def main() -> None:
         queue = ctx.Queue()
         proc = ctx.Process(target=run_one, args=(name, args.iters, args.threads, args.crop, args.onnx, queue))
         proc.start()
+        proc.join()  # the result is a few numbers: the queue never blocks the child's exit
+        if proc.exitcode != 0:
+            print(f"{name:<22} failed (exit code {proc.exitcode})")
+            continue
         shape, rate, ort_rate, rss = queue.get()
-        proc.join()
         ort_text = "-" if ort_rate is None else f"{ort_rate:.3f}"
         print(f"{name:<22} {str(shape):<24} {rate:8.3f} {ort_text:>12} {rss:12.0f}")
 

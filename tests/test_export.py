@@ -150,3 +150,21 @@ def test_onnx_stream_step_drops_into_stream_predictions(stream_export):
         np.testing.assert_allclose([p for _, p in a.top], [p for _, p in b.top], atol=1e-5)
     with pytest.raises(ValueError, match="exported for 64x64"):
         step.init_state(1, 32)
+
+
+def test_runtime_sessions_and_errors(stream_export, tmp_path):
+    import onnxruntime as ort
+
+    from ops.apps.runtime import providers
+
+    _, result = stream_export
+    assert load_onnx(result.path, threads=2).session.get_session_options().intra_op_num_threads == 2
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert providers("cuda")[0] == "CUDAExecutionProvider"
+    else:
+        with pytest.raises(UserError, match="no provider for device 'cuda'"):
+            providers("cuda")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(UserError, match="ONNX Runtime cannot load it"):
+        load_onnx(bad)

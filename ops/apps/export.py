@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from archs.registry import create_model, get_entry
+from archs.registry import InputSpec, create_model, get_entry
 from ops.apps.runtime import MANIFEST_KEY, manifest_path, open_session
 from ops.apps.stream import _StateAsTuple
 from ops.common.errors import UserError
@@ -158,6 +158,17 @@ def dynamic_axes(names: Sequence[str], outputs: Sequence[str], stream: bool,
     return axes
 
 
+def exported_spec(model: nn.Module, sample: torch.Tensor, stream: bool) -> InputSpec:
+    """The model's input spec at the exported frame size (the test scale follows the crop) and,
+    for a 3D clip model, the exported frame count."""
+    spec = model.input_spec
+    size = int(sample.shape[-1])
+    spec = spec.replace(crop_size=size, scale_size=round(size * spec.scale_size / spec.crop_size))
+    if not stream and frames_are_free(model):
+        spec = spec.replace(num_segments=int(sample.shape[2]) // spec.frames_per_segment)
+    return spec
+
+
 def build_manifest(model: nn.Module, settings: ExportSettings, names: Sequence[str],
                    inputs: Sequence[torch.Tensor], outputs: Sequence[str],
                    sample_outputs: Sequence[torch.Tensor]) -> dict:
@@ -175,9 +186,7 @@ def build_manifest(model: nn.Module, settings: ExportSettings, names: Sequence[s
         "num_classes": int(sample_outputs[0].shape[-1]),
         "model_options": dict(getattr(model, "model_options", {})),
         "weights": settings.weights,
-        "input_spec": {**model.input_spec.__dict__, "crop_size": int(inputs[0].shape[-1]),
-                       **({} if stream else {"num_segments": model.input_spec.num_segments})},
-        "sample_frames": int(inputs[0].shape[2]),
+        "input_spec": exported_spec(model, inputs[0], stream).__dict__,
         "inputs": [describe(n, t) for n, t in zip(names, inputs)],
         "outputs": [describe(n, t) for n, t in zip(outputs, sample_outputs)],
     }
