@@ -38,7 +38,7 @@ def onnx_rate(model, x, iters: int, threads: int) -> Optional[float]:
         return None
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"
-        export_model(model, ExportSettings(output=str(path), num_frames=x.shape[2], size=x.shape[-1]),
+        export_model(model, ExportSettings(output=str(path), size=x.shape[-1]),  # the model's own frames
                      log=lambda line: None)
         runtime = load_onnx(path, threads=threads)
         return clips_per_second(lambda: runtime(x), iters)
