@@ -168,3 +168,40 @@ def test_runtime_sessions_and_errors(stream_export, tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(UserError, match="ONNX Runtime cannot load it"):
         load_onnx(bad)
+
+
+class _RunningMax(torch.nn.Module):
+    """AdaFocusV2's running max over segments, with the indices (ties: the latest)."""
+
+    def forward(self, x):
+        values, indices = x.cummax(dim=1)
+        return values, indices
+
+
+class _Deformable(torch.nn.Module):
+    """MSN's deformable convolution: offsets from a conv, then torchvision's DeformConv2d."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.ops import DeformConv2d
+
+        self.offset = torch.nn.Conv2d(4, 18, 3, padding=1)
+        self.conv = DeformConv2d(4, 6, 3, padding=1)
+
+    def forward(self, x):
+        return (self.conv(x, self.offset(x)),)
+
+
+@pytest.mark.parametrize("module, x", [
+    (_RunningMax(), torch.tensor([[[1.0, 5.0], [3.0, 2.0], [3.0, 7.0], [0.0, 1.0]]])),
+    (_Deformable(), torch.rand(1, 4, 8, 8)),
+])
+def test_operators_onnx_lacks_are_exported(tmp_path, module, x):
+    from ops.apps.export import _write_onnx, compare, load_runner
+
+    path = tmp_path / "op.onnx"
+    with torch.no_grad():
+        outputs = [f"out{i}" for i in range(len(module(x)))]
+        _write_onnx(module.eval(), [x], path, ["x"], outputs, {}, {})
+    worst, others, _ = compare(module, load_runner(path, "onnx"), [x], stream=False)
+    assert worst <= ATOL and others <= ATOL

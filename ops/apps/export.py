@@ -14,6 +14,10 @@ Every file travels with its manifest (:func:`build_manifest`): arch, classes, th
 and, for stream models, each state tensor with its initial value. It is written beside the
 file (``FILE.json``) and inside it (ONNX metadata_props, TorchScript / torch.export extra files).
 
+ONNX files are traced with torch's TorchScript-based exporter (opset 20; no onnxscript needed),
+with two operators ONNX lacks given here (torchvision's deformable convolution as ``DeformConv``,
+``cummax`` unrolled), then simplified (:func:`simplify_onnx`).
+
 The exporter checks its own output: it runs the written file (ONNX Runtime, ``torch.jit.load``,
 ``torch.export.load``) on a seeded sample (and, with a dynamic axis, on a second shape; a
 stream on a few frames, feeding its state back) and compares with the PyTorch model. Beyond
@@ -220,11 +224,39 @@ def _deform_conv2d_symbolic(g, x, weight, offset, mask, bias, stride_h, stride_w
                 group_i=const(weight_groups, "weight_groups"), offset_group_i=const(offset_groups, "offset_groups"))
 
 
+def _cummax_symbolic(g, x, dim):
+    """``aten::cummax`` (AdaFocusV2's running max over segments), which ONNX lacks, unrolled over
+    its axis (static in the trace): values[i] = max(values[i-1], x[i]); indices[i] = i where
+    x[i] >= values[i-1] (the latest maximum, as torch), else indices[i-1]."""
+    from torch.onnx import symbolic_helper
+
+    axis = symbolic_helper._get_const(dim, "i", "dim")
+    sizes = symbolic_helper._get_tensor_sizes(x)
+    axis = axis % len(sizes)
+
+    def const(value) -> object:
+        return g.op("Constant", value_t=torch.tensor(value))
+
+    values, indices = [], []
+    for i in range(sizes[axis]):
+        item = g.op("Slice", x, const([i]), const([i + 1]), const([axis]))
+        here = g.op("Expand", const(i), g.op("Shape", item))
+        if i == 0:
+            values.append(item)
+            indices.append(here)
+            continue
+        newer = g.op("GreaterOrEqual", item, values[-1])
+        values.append(g.op("Max", values[-1], item))
+        indices.append(g.op("Where", newer, here, indices[-1]))
+    return g.op("Concat", *values, axis_i=axis), g.op("Concat", *indices, axis_i=axis)
+
+
 def _write_onnx(module: nn.Module, inputs: Sequence[torch.Tensor], path: Path, names: Sequence[str],
                 outputs: Sequence[str], axes: Dict[str, Dict[int, str]], manifest: dict) -> None:
     import onnx
 
     torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", _deform_conv2d_symbolic, 19)
+    torch.onnx.register_custom_op_symbolic("aten::cummax", _cummax_symbolic, 12)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated upstream; tracer warnings
         torch.onnx.export(module, tuple(inputs), str(path), dynamo=False, opset_version=ONNX_OPSET,
