@@ -16,6 +16,7 @@ import typer
 from videorec_cli import datasets_cmd, demo_cmd, ensemble_cmd, models_cmd, predict_cmd, test_cmd, train_cmd
 from videorec_cli import early_exit_cmd, extract_frames_cmd, make_annotations_cmd, make_synthetic_cmd
 from videorec_cli import doctor_cmd, plot_cmd, recipes_cmd, stream_cmd, transcode_cmd, verify_cmd, weights_cmd
+from videorec_cli import export_cmd, extract_features_cmd
 
 
 class Interrupted(Exception):
@@ -62,6 +63,8 @@ for _name, _module in [
     ("recipes", recipes_cmd),
     ("transcode", transcode_cmd),
     ("doctor", doctor_cmd),
+    ("export", export_cmd),
+    ("extract-features", extract_features_cmd),
 ]:
     app.command(_name)(interruptible(_module.command))
 

@@ -129,7 +129,7 @@ def load_stream_model(arch: Optional[str], weights: Optional[str], num_classes: 
     return loaded
 
 
-class _StateAsTuple(nn.Module):
+class StateAsTuple(nn.Module):
     """``model(frame, state)`` with the state as positional tensors (what tracing takes)."""
 
     def __init__(self, model: nn.Module, keys: Sequence[str]) -> None:
@@ -157,7 +157,7 @@ def compile_stream_step(model: nn.Module, frame: torch.Tensor, state: State) -> 
         # TorchScript is deprecated upstream in favour of torch.compile, which needs a C++ compiler
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        traced = torch.jit.trace(_StateAsTuple(model, keys).eval(), (frame, *state.values()), check_trace=False)
+        traced = torch.jit.trace(StateAsTuple(model, keys).eval(), (frame, *state.values()), check_trace=False)
         traced = torch.jit.freeze(traced)
 
     def step(x: torch.Tensor, current: State) -> Tuple[torch.Tensor, State]:
