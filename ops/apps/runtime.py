@@ -48,6 +48,44 @@ def providers(device: str = "cpu") -> List[str]:
                     f"{', '.join(ort.get_available_providers())}); use --device cpu")
 
 
+RUNTIMES = ("torch", "onnx")
+
+
+def onnx_device(device: str) -> str:
+    """``--device`` for ONNX Runtime: ``auto`` is CUDA where ONNX Runtime has its provider and a
+    GPU is visible, else the CPU; ``cpu`` / ``cuda`` as given (see :func:`providers`)."""
+    if device != "auto":
+        return device
+    import onnxruntime as ort
+
+    return "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available() else "cpu"
+
+
+def check_runtime_flags(runtime: str, weights: Optional[str], torch_only: Dict[str, bool], onnx_takes: str) -> None:
+    """Refuse a flag that does not apply to ``runtime``, in one line naming what applies.
+
+    torch_only: flag -> whether the user set it (flags that shape a PyTorch model, which an
+    exported file fixes); onnx_takes: the flags that apply with ``--runtime onnx``.
+    """
+    if runtime not in RUNTIMES:
+        raise UserError(f"--runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+    if runtime == "torch":
+        if weights is not None and str(weights).endswith(".onnx"):
+            raise UserError(f"--weights {weights} is an ONNX file: run it with --runtime onnx")
+        return
+    if weights is None:
+        raise UserError("--runtime onnx needs --weights FILE.onnx (a file of `videorec export --format onnx`)")
+    used = [flag for flag, is_set in torch_only.items() if is_set]
+    if used:
+        raise UserError(f"{used[0]} does not apply to --runtime onnx (the exported file fixes the model); "
+                        f"with onnx: {onnx_takes}")
+
+
+def class_names_of(model: "_OnnxModel") -> List[str]:
+    """The class names an exported file's manifest records (none when it does not)."""
+    return list(model.manifest.get("class_names") or [])
+
+
 def open_session(path: Union[str, Path], *, threads: Optional[int] = None, device: str = "cpu"):
     """An ``onnxruntime.InferenceSession`` of ``path`` with all graph optimisations on.
 

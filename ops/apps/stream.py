@@ -24,10 +24,13 @@ import torch
 from torch import nn
 
 from archs.registry import InputSpec, create_model
+from dataset_configs import read_class_names
+from ops.apps.runtime import OnnxStreamStep, class_names_of, load_onnx, onnx_device
 from ops.common.errors import UserError
-from ops.common.options import GivenOptions
+from ops.common.options import GivenOptions, given_options
 from ops.data.transforms import Normalize
 from ops.engine.checkpoints import LoadedModel, load_model
+from ops.engine.distributed import pick_device
 from ops.prep.media import ffmpeg_exe
 
 DEFAULT_ARCH = "movinet_a0_stream"
@@ -45,6 +48,7 @@ class Prediction:
     frames: int
     seconds: float
     top: List[Tuple[int, float]]  # (class index, probability), best first
+    probs: np.ndarray  # (K,) every class's probability
 
 
 def ffmpeg_command(source: str, size: int, fps: Optional[float], input_format: Optional[str] = None) -> List[str]:
@@ -129,6 +133,35 @@ def load_stream_model(arch: Optional[str], weights: Optional[str], num_classes: 
     return loaded
 
 
+@dataclass
+class StreamRunner:
+    """A stream model ready to feed: a torch module on ``device``, or an ONNX Runtime
+    :class:`~ops.apps.runtime.OnnxStreamStep` (CPU tensors in and out, ``device`` 'cpu')."""
+
+    model: object
+    spec: InputSpec
+    class_names: List[str]
+    notes: List[str]
+    device: str
+
+
+def load_stream_runner(runtime: str, arch: Optional[str], weights: Optional[str], num_classes: Optional[int],
+                       classes: Optional[str], model_option: Sequence[str], device: str) -> StreamRunner:
+    """The stream model of `videorec stream`: under ``runtime`` 'torch' :func:`load_stream_model`
+    on ``device``; under 'onnx' the exported step ``weights`` (ONNX Runtime's CUDA provider for
+    ``device`` cuda). ``classes`` (a classes file) wins over the names the weights store."""
+    names = read_class_names(classes) if classes else []
+    if runtime == "onnx":
+        step = load_onnx(weights, device=onnx_device(device))
+        if not isinstance(step, OnnxStreamStep):
+            raise UserError(f"{weights}: {step.arch_name} is not a stream model; export one of "
+                            "`videorec models 'movinet_*_stream'`")
+        return StreamRunner(step, step.input_spec, names or class_names_of(step), [], "cpu")
+    loaded = load_stream_model(arch, weights, num_classes, names, given_options({}, model_option))
+    target = pick_device(0, device)
+    return StreamRunner(loaded.model.to(target), loaded.spec, loaded.class_names, loaded.notes, str(target))
+
+
 class StateAsTuple(nn.Module):
     """``model(frame, state)`` with the state as positional tensors (what tracing takes)."""
 
@@ -196,4 +229,4 @@ def stream_predictions(model: nn.Module, frames: Iterable[np.ndarray], *, fps: f
 def _prediction(logits: torch.Tensor, count: int, fps: float, top_k: int) -> Prediction:
     probs = logits[0].float().softmax(-1)
     values, indices = probs.topk(min(top_k, probs.numel()))
-    return Prediction(count, count / fps, list(zip(indices.tolist(), values.tolist())))
+    return Prediction(count, count / fps, list(zip(indices.tolist(), values.tolist())), probs.cpu().numpy())
