@@ -170,8 +170,9 @@ def write_plot(timeline: Timeline, path: Path, count: int) -> None:
     ax.set_xlabel("seconds")
     ax.set_ylabel("probability")
     ax.set_ylim(0, 1)
-    ax.set_title(f"{timeline.settings.get('video', '')} ({'causal' if timeline.causal else 'windows'})")
-    ax.legend(loc="upper right", fontsize="small")
+    ax.set_title(f"{Path(str(timeline.settings.get('video', ''))).name} "
+                 f"({'causal stream' if timeline.causal else 'windows'})")
+    ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png")
