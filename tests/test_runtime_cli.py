@@ -91,18 +91,18 @@ def test_stream_onnx_gives_the_checkpoints_running_top5(files, tmp_path):
         _same_top(a, b)
 
 
-def test_timeline_under_onnx_matches_torch(files, tmp_path):
-    ckpt, onnx = files["tsm"]
+@pytest.mark.parametrize("which, window", [("tsm", 1.0), ("stream", None)])
+def test_timeline_under_onnx_matches_torch(files, tmp_path, which, window):
     found = {}
-    for runtime, weights in [("torch", ckpt), ("onnx", onnx)]:
+    for runtime, weights in zip(["torch", "onnx"], files[which]):
         settings = PredictSettings(video=files["video"], weights=str(weights), runtime=runtime, device="cpu",
                                    classes=files["classes"])
-        timeline, _ = predict_timeline(settings, TimelineSettings(output=tmp_path / runtime, window=1.0, stride=1.0),
+        timeline, _ = predict_timeline(settings, TimelineSettings(output=tmp_path / runtime, window=window, stride=1.0),
                                        say=lambda _: None)
         found[runtime] = np.stack([row.probs for row in timeline.rows])
-    assert found["torch"].shape == (3, 7)
+        assert json.loads((tmp_path / runtime / "timeline.json").read_text())["runtime"] == runtime
+    assert found["torch"].shape == (3, 7)  # 3 windows of 1 s, or 3 reports of a causal pass
     np.testing.assert_allclose(found["onnx"], found["torch"], atol=ATOL)
-    assert json.loads((tmp_path / "onnx" / "timeline.json").read_text())["runtime"] == "onnx"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -12,6 +12,8 @@ taking and returning torch tensors (CPU), so code written for our models runs th
 (both carry ``input_spec`` and ``arch_name``; ``ops.apps.stream.stream_predictions(step, ...,
 compiled=False)`` streams through ONNX Runtime).
 Sessions run on the CPU provider, or CUDA's where ONNX Runtime has it and ``device='cuda'``.
+`videorec predict` / `stream` pick the runtime with ``--runtime torch|onnx``
+(:func:`check_runtime_flags` refuses the flags that shape a PyTorch model under onnx).
 """
 from __future__ import annotations
 
