@@ -128,7 +128,7 @@ def test_flags_that_do_not_apply_are_refused(tmp_path):
 def test_cli_exports_from_a_checkpoint(tmp_path):
     model = create_model("x3d_xs", 3).eval()
     ckpt = tmp_path / "best.pth"
-    torch.save({"model": model.state_dict(), "arch": "x3d_xs", "num_classes": 3,
+    torch.save({"model": model.state_dict(), "arch": "x3d_xs", "num_classes": 3, "class_names": ["a", "b", "c"],
                 "settings": {"model_options": {}}}, ckpt)
     out = tmp_path / "out" / "x3d.onnx"
     done = CliRunner().invoke(app, ["export", "--weights", str(ckpt), "-o", str(out), "--size", "32", "--frames", "4"])
@@ -138,7 +138,7 @@ def test_cli_exports_from_a_checkpoint(tmp_path):
     clip = torch.rand(1, 3, 4, 32, 32)
     with torch.no_grad():
         np.testing.assert_allclose(runtime(clip).numpy(), model(clip).numpy(), atol=ATOL)
-    assert runtime.num_classes == 3
+    assert runtime.num_classes == 3 and runtime.manifest["class_names"] == ["a", "b", "c"]
 
 
 def test_onnx_stream_step_drops_into_stream_predictions(stream_export):

@@ -99,6 +99,7 @@ def build_model(arch: Optional[str], weights: Optional[str], num_classes: Option
             say(note)
         model = loaded.model
         model.input_spec = loaded.spec
+        model.class_names = loaded.class_names  # recorded in the manifest
     elif arch is not None:
         model = create_model(options.check(arch), num_classes or 400, **options.values)
     else:
@@ -193,6 +194,7 @@ def build_manifest(model: nn.Module, settings: ExportSettings, names: Sequence[s
         "format": settings.format,
         "arch": model.arch_name,
         "num_classes": int(sample_outputs[0].shape[-1]),
+        "class_names": list(getattr(model, "class_names", [])),
         "model_options": dict(getattr(model, "model_options", {})),
         "weights": settings.weights,
         "input_spec": exported_spec(model, inputs[0], stream).__dict__,
