@@ -97,14 +97,18 @@ def test_unwritable_outputs_fail_first_with_one_line(shared_dir):
     locked.mkdir()
     locked.chmod(0o555)
     frames, lists = locked / "frames", locked / "lists"
-    extract, annotate, ensemble = run_unprivileged(
+    extract, annotate, ensemble, train, test = run_unprivileged(
         ("extract-frames", shared_dir / "videos", frames),
         ("make-annotations", "--format", "folder", "--media", "videos", "--media-dir", shared_dir / "videos",
          "-o", lists),
-        ("ensemble-pkl", scores, "-o", locked))
+        ("ensemble-pkl", scores, "-o", locked),
+        ("train", "ucf101", "--arch", "tsn_r18", "-o", locked / "run"),  # checked before the dataset is read
+        ("test", "ucf101", "--weights", shared_dir / "missing.pth", "-o", locked / "scores"))
     assert "choose another DST" in assert_one_error_line(extract, frames)
     assert "-o/--output-dir" in assert_one_error_line(annotate, lists)
     assert_one_error_line(ensemble, locked)
+    assert_one_error_line(train, locked / "run")
+    assert_one_error_line(test, locked / "scores")
     assert list(locked.iterdir()) == []
 
 
