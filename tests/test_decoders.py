@@ -1,5 +1,7 @@
-"""Video decoder backends: the same exact frames from each, every bad file a one-line SourceError
-with no library noise on stderr, the frame index scanned once per file, the choice of backend."""
+"""Video decoder backends: the same exact frames from each (on every codec, and on the awkward
+files: display rotation and mirroring, portrait, 3 frames, a long GOP), every bad file a
+one-line SourceError with no library noise on stderr, the frame index scanned once per file,
+the choice of backend."""
 from __future__ import annotations
 
 import os
@@ -17,6 +19,7 @@ from ops.data.decoders.base import SourceError
 from ops.data.decoders.decord_video import DecordVideo
 from ops.data.decoders.pyav_video import PyAVVideo
 from ops.data.sources import open_source
+from ops.prep.media import ffmpeg_exe
 from tests.decoder_fixtures import CODECS, FRAMES, ffmpeg, make_video
 
 CPU_BACKENDS = [name for name in registry.AUTO_ORDER if registry.availability(name) is None]
@@ -50,6 +53,89 @@ def bad_videos(tmp_path_factory) -> dict:
     out["cut_end"] = root / "cut_end.mp4"  # the header promises 45 frames, the data holds fewer
     out["cut_end"].write_bytes(data[: len(data) * 6 // 10])
     return out
+
+
+H264 = ["-c:v", "libx264", "-pix_fmt", "yuv420p"]
+# display orientations written by remuxing a 64x48 H.264 file (no re-encoding): name -> (suffix,
+# ffmpeg's input options); MKV because decord's own FFmpeg reads its display matrix only in MP4
+ORIENTATIONS = {"rot90": (".mp4", ["-display_rotation", "90"]), "rot180": (".mp4", ["-display_rotation", "180"]),
+                "rot270": (".mp4", ["-display_rotation", "270"]), "mirror": (".mp4", ["-display_hflip"]),
+                "rot90_mirror": (".mp4", ["-display_rotation", "90", "-display_hflip"]),
+                "rot270_mkv": (".mkv", ["-display_rotation", "270"])}
+# awkward file -> (indices to read, upright (H, W), frames)
+AWKWARD = {**{name: ([0, 5, 5, 19, 2, 30], (48, 64) if name in ("rot180", "mirror") else (64, 48), 20)
+              for name in ORIENTATIONS},
+           "portrait": ([0, 5, 5, 19, 2, 30], (64, 48), 20),
+           "three_frames": ([0, 2, 1, 3, 9, 1], (48, 64), 3),
+           "long_gop": ([299, 250, 298, 0, 297, 400], (48, 64), 300)}
+
+
+@pytest.fixture(scope="session")
+def awkward(tmp_path_factory) -> dict:
+    """The files of ``AWKWARD``: rotated and mirrored ones, a 48x64 portrait one, 3 frames, and
+    10 s with one keyframe (``-g 300``)."""
+    root = tmp_path_factory.mktemp("awkward")
+    stored = make_video(root / "stored.mp4", [*H264, "-g", "8"], frames=20)
+    out = {}
+    for name, (suffix, options) in ORIENTATIONS.items():
+        out[name] = root / f"{name}{suffix}"
+        ffmpeg(*options, "-i", stored, "-c", "copy", out[name])
+    out["portrait"] = make_video(root / "portrait.mp4", H264, frames=20, size="48x64")
+    out["three_frames"] = make_video(root / "three_frames.mp4", H264, frames=3)
+    out["long_gop"] = make_video(root / "long_gop.mp4", [*H264, "-g", "300"], frames=300)
+    return out
+
+
+def players_frames(path: Path, size) -> np.ndarray:
+    """Every frame (F, H, W, 3) as the ffmpeg command line shows it: decoded in order and
+    turned upright by its ``autorotate`` (the reference for what players show)."""
+    raw = subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-f", "rawvideo",
+                          "-pix_fmt", "rgb24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, *size, 3)
+
+
+@pytest.mark.parametrize("name", list(AWKWARD))
+def test_awkward_files_give_every_backend_the_players_frames(awkward, name):
+    """Exactly the frames the ffmpeg command line shows, upright, from every backend: rotated
+    and mirrored phone videos come out as players show them (not as stored), a 3-frame video
+    has 3 frames and clamps reads past the end, a long GOP gives exact frames near its end."""
+    indices, size, frames = AWKWARD[name]
+    expected = players_frames(awkward[name], size)
+    assert len(expected) == frames
+    for backend in CPU_BACKENDS:
+        source = open_source(awkward[name], "", decoder=backend)
+        clip = source.read(indices)
+        assert source.num_frames == frames, backend
+        assert clip.shape == (len(indices), *size, 3), backend
+        assert np.array_equal(clip.numpy(), expected[np.minimum(indices, frames - 1)]), f"{backend} on {name}"
+
+
+def test_orientation_is_read_once_with_the_cached_index(awkward, monkeypatch):
+    """The display orientation travels in the cached frame index: a second open of the file,
+    with any backend, turns its frames upright without scanning it again."""
+    first = PyAVVideo(awkward["rot90_mirror"]).read([3])
+    monkeypatch.setattr(frame_index, "scan_frames", lambda path: pytest.fail(f"{path} scanned again"))
+    for backend in CPU_BACKENDS:
+        assert torch.equal(open_source(awkward["rot90_mirror"], "", decoder=backend).read([3]), first), backend
+
+
+def test_orientation_reaches_the_transform(awkward):
+    """A dataset of a rotated video: the sampler and the transform get the upright frames (a
+    center crop of the 48x64 portrait picture, not of the stored 64x48 one)."""
+    from archs.registry import IMAGENET_MEAN, IMAGENET_STD
+    from ops.data.dataset import SamplingSettings, VideoDataset
+    from ops.data.records import VideoRecord
+    from ops.data.transforms import ClipTransform
+
+    path = awkward["rot90_mirror"]
+    transform = ClipTransform("val", 40, 48, IMAGENET_MEAN, IMAGENET_STD)
+    upright = torch.from_numpy(players_frames(path, (64, 48)).copy())
+    for backend in CPU_BACKENDS:
+        dataset = VideoDataset([VideoRecord(str(path), 20, (0,))], root="", template="", num_classes=2,
+                               sampling=SamplingSettings("val", num_segments=4), transform=transform, decoder=backend)
+        views, _ = dataset.load(0, None)
+        indices = dataset.sampling.indices(20, None)
+        assert torch.equal(views, transform(upright[indices], (0,), None)[0]), backend
 
 
 @pytest.mark.parametrize("codec", list(CODECS))
@@ -164,28 +250,34 @@ def test_torchcodec_unloadable_is_explained():
 
 
 TORCHCODEC_VS_PYAV = """
-import sys, torch
+import json, sys, torch
 from ops.data.decoders import registry
 from ops.data.sources import open_source
 assert registry.availability("torchcodec") is None, registry.availability("torchcodec")
-for path in sys.argv[1:]:
-    a = open_source(path, "", decoder="torchcodec").read({indices})
-    b = open_source(path, "", decoder="pyav").read({indices})
-    assert torch.equal(a, b), path
-print("same", len(sys.argv) - 1)
+cases = json.loads(sys.argv[1])
+for path, indices in cases:
+    a = open_source(path, "", decoder="torchcodec").read(indices)
+    b = open_source(path, "", decoder="pyav").read(indices)
+    assert a.shape == b.shape and torch.equal(a, b), path
+print("same", len(cases))
 """
 
 
-def test_torchcodec_on_pyavs_ffmpeg_gives_the_same_frames(videos, tmp_path):
+def test_torchcodec_on_pyavs_ffmpeg_gives_the_same_frames(videos, awkward, tmp_path):
     """torchcodec needs FFmpeg's shared libraries; PyAV's wheel bundles them. Loaded from there
     (a new process with the LD_LIBRARY_PATH that `videorec doctor` prints), torchcodec decodes
-    the same frames as PyAV, pixel-exact, and prints nothing."""
+    the same frames as PyAV, pixel-exact and upright (it turns frames by the display rotation
+    itself; the mirroring is added), on every codec and awkward file, and prints nothing."""
+    import json
+
     from ops.data.decoders.torchcodec_video import pyav_library_path
 
+    cases = [(str(path), INDICES) for path in videos.values()]
+    cases += [(str(awkward[name]), indices) for name, (indices, _, _) in AWKWARD.items()]
     env = {**os.environ, "LD_LIBRARY_PATH": pyav_library_path(tmp_path / "libs"), "PYTHONPATH": os.getcwd()}
-    done = subprocess.run([sys.executable, "-c", TORCHCODEC_VS_PYAV.format(indices=INDICES), *map(str, videos.values())],
+    done = subprocess.run([sys.executable, "-c", TORCHCODEC_VS_PYAV, json.dumps(cases)],
                           capture_output=True, text=True, env=env)
-    assert done.returncode == 0 and done.stdout.strip() == f"same {len(videos)}", done.stderr[-2000:]
+    assert done.returncode == 0 and done.stdout.strip() == f"same {len(cases)}", done.stderr[-2000:]
     assert done.stderr == ""
 
 

@@ -2,8 +2,10 @@
 the read contract of a video file.
 
 ``source.read(indices)`` returns a uint8 tensor (T, H, W, 3), channels last, in the order of
-``indices`` (repeats allowed; each distinct frame is decoded once). A backend only decodes
-sorted distinct frame indices; the clamping, the reordering and the error handling live here.
+``indices`` (repeats allowed; each distinct frame is decoded once), turned upright as players
+show the video (its display rotation and mirroring applied, so H and W are the displayed
+ones). A backend only decodes sorted distinct frame indices and says what still turns its
+frames upright; the clamping, the turning, the reordering and the error handling live here.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from ops.data.decoders.orientation import UPRIGHT, orient
 
 class SourceError(OSError):
     """A sample that cannot be read (missing, corrupt, empty); the message is one line naming the file."""
@@ -70,7 +73,8 @@ class VideoFile:
     sample, after the fork), with :func:`decoder_threads` threads. Containers often
     over-report their frame count: a read past what really decodes lowers ``num_frames``
     to the frames that do and clamps to the last one. Every failure is a :class:`SourceError`
-    naming the file, and the libraries' log lines never reach stderr.
+    naming the file, and the libraries' log lines never reach stderr. ``orientation`` (2, 2)
+    turns the frames ``_decode`` returns upright (set by ``_open``; see ``orientation``).
     """
 
     name = ""
@@ -78,6 +82,7 @@ class VideoFile:
     def __init__(self, path: Path, device: str = "cpu") -> None:
         self.path = Path(path)
         self.device = device
+        self.orientation = UPRIGHT
         if not self.path.is_file():
             raise SourceError(f"{self.path}: video not found")
         if self.path.stat().st_size == 0:
@@ -108,7 +113,7 @@ class VideoFile:
             unique, inverse = np.unique(idx, return_inverse=True)
             try:
                 with quiet_stderr():
-                    return reorder(self._decode(unique), inverse.reshape(-1))
+                    return reorder(orient(self._decode(unique), self.orientation), inverse.reshape(-1))
             except SourceError:
                 raise
             except Exception as exc:

@@ -1,4 +1,5 @@
-"""The frame index of a video: every frame's timestamp and which frames are keyframes.
+"""The frame index of a video: every frame's timestamp, which frames are keyframes, the
+stored frame size and the display orientation (see ``orientation``).
 
 Exact frame access needs it (frame ``i`` is the one with the i-th smallest timestamp;
 decoding starts at the last keyframe before it). Building it reads every packet of the
@@ -21,17 +22,23 @@ from typing import Optional
 import numpy as np
 
 from ops.common.fileio import atomic_open
+from ops.data.decoders.orientation import display_matrix_of, from_display_matrix
 
 
 @dataclass(frozen=True)
 class FrameIndex:
     """One video stream's frames in presentation order: ``pts`` (F,) int64 in the stream's time
-    base, ``keyframe`` (F,) bool, ``duration`` (F,) int64 (0 where unknown)."""
+    base, ``keyframe`` (F,) bool, ``duration`` (F,) int64 (0 where unknown); ``coded_size``
+    (2,) int64, the stored (height, width) before any turn; ``orientation`` (2, 2) int64, what
+    turns a stored frame upright; ``container`` the demuxer's name (``mov,mp4,m4a,...``)."""
 
     stream: int
+    container: str
     pts: np.ndarray
     keyframe: np.ndarray
     duration: np.ndarray
+    coded_size: np.ndarray
+    orientation: np.ndarray
 
     @property
     def num_frames(self) -> int:
@@ -41,6 +48,9 @@ class FrameIndex:
         """The index of the last keyframe at or before frame ``i`` (0 if none)."""
         keys = np.flatnonzero(self.keyframe[: i + 1])
         return int(keys[-1]) if len(keys) else 0
+
+
+_ARRAYS = ("pts", "keyframe", "duration", "coded_size", "orientation")  # FrameIndex's array fields
 
 
 def cache_dir() -> Path:
@@ -58,26 +68,43 @@ def cache_path(path: Path, folder: Optional[Path] = None) -> Path:
     return (folder or cache_dir()) / "frame_index" / f"{key}.npz"
 
 
+def _frames_from(stream, packet) -> list:
+    """The frames ``packet`` completes (none when it does not decode)."""
+    import av
+
+    try:
+        return list(stream.codec_context.decode(packet if packet.size else None))
+    except av.FFmpegError:
+        return []  # a damaged packet: a later one may decode
+
+
 def scan_frames(path: Path) -> FrameIndex:
-    """Read every packet of the first video stream of ``path`` (no decoding) with PyAV."""
+    """Read every packet of the first video stream of ``path`` with PyAV, decoding only up to
+    the first frame: FFmpeg hands the stream's display matrix to every frame, and PyAV shows
+    it only there."""
     import av
 
     with av.open(str(path), metadata_errors="ignore") as container:
         if not container.streams.video:
             raise ValueError("no video stream")
         stream = container.streams.video[0]
+        size = np.array([stream.codec_context.height, stream.codec_context.width], dtype=np.int64)
         rows = []
+        first = None  # the first decoded frame
         for packet in container.demux(stream):
+            if first is None:
+                first = next(iter(_frames_from(stream, packet)), None)
             if packet.size == 0 or packet.is_discard or packet.is_corrupt:
                 continue
             stamp = packet.pts if packet.pts is not None else packet.dts
             if stamp is None:
                 raise ValueError("packets without timestamps")
             rows.append((stamp, packet.is_keyframe, packet.duration or 0))
-        number = stream.index
+        number, container_name = stream.index, container.format.name
+        matrix = display_matrix_of(first) if first is not None else None
     rows.sort()
     table = np.array(rows, dtype=np.int64).reshape(-1, 3)
-    return FrameIndex(number, table[:, 0], table[:, 1].astype(bool), table[:, 2])
+    return FrameIndex(number, container_name, table[:, 0], table[:, 1].astype(bool), table[:, 2], size, from_display_matrix(matrix))
 
 
 def load_frame_index(path: Path, folder: Optional[Path] = None) -> FrameIndex:
@@ -85,13 +112,13 @@ def load_frame_index(path: Path, folder: Optional[Path] = None) -> FrameIndex:
     cached = cache_path(path, folder)
     try:
         with np.load(cached) as data:
-            return FrameIndex(int(data["stream"]), data["pts"], data["keyframe"], data["duration"])
+            return FrameIndex(int(data["stream"]), str(data["container"]), *(data[key] for key in _ARRAYS))
     except (OSError, KeyError, ValueError):
         pass  # not cached yet (or a damaged entry: scanned again and replaced)
     index = scan_frames(path)
     try:
         with atomic_open(cached, "wb") as fh:
-            np.savez(fh, stream=index.stream, pts=index.pts, keyframe=index.keyframe, duration=index.duration)
+            np.savez(fh, stream=index.stream, container=index.container, **{key: getattr(index, key) for key in _ARRAYS})
     except OSError:
         pass  # an unwritable cache folder costs a scan per open, nothing else
     return index

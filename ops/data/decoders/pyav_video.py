@@ -16,7 +16,8 @@ class PyAVVideo(VideoFile):
     Decoding seeks to the keyframe before a wanted frame unless going on from the last
     decoded one is shorter. On the way, packets of frames nobody asked for are decoded with
     ``skip_frame=NONREF``: frames no other frame refers to (most B-frames) are not decoded at
-    all, which leaves every reference, and so every wanted frame, bit-exact.
+    all, which leaves every reference, and so every wanted frame, bit-exact. PyAV returns the
+    stored frames; the display orientation read with the index turns them upright.
     """
 
     name = "pyav"
@@ -26,6 +27,7 @@ class PyAVVideo(VideoFile):
 
         av.logging.set_level(None)
         self.index = load_frame_index(self.path)
+        self.orientation = self.index.orientation
         self.container = av.open(str(self.path), metadata_errors="ignore")
         self.stream = self.container.streams[self.index.stream]
         self.stream.thread_type = "AUTO"

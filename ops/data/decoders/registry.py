@@ -37,7 +37,9 @@ def availability(name: str) -> Optional[str]:
     Probed once per process (it loads the native libraries)."""
     if name == "torchcodec":
         return torchcodec_video.availability() or _import_problem("av")  # av builds the frame index
-    return _import_problem({"pyav": "av", "decord": "decord"}[name])
+    if name == "decord":
+        return _import_problem("decord") or _import_problem("av")  # and reads the display orientation
+    return _import_problem("av")
 
 
 def version(name: str) -> str:

@@ -15,6 +15,7 @@ import torch
 
 from ops.data.decoders.base import VideoFile, first_line
 from ops.data.decoders.frame_index import load_frame_index
+from ops.data.decoders.orientation import rotation, undo_then
 
 FFMPEG_LIBS = ("libavutil", "libavcodec", "libavformat", "libavfilter", "libavdevice", "libswscale", "libswresample")
 
@@ -62,7 +63,8 @@ def ffmpeg_version() -> str:
 class TorchCodecVideo(VideoFile):
     """Exact frames by index, with torchcodec's frame table taken from the cached frame index
     (``custom_frame_mappings``): no scan of the file per clip (torchcodec's own exact mode scans
-    it at every open), and exact for variable frame rates too."""
+    it at every open), and exact for variable frame rates too. torchcodec turns frames by the
+    display rotation itself but ignores mirroring; what it leaves undone is applied after."""
 
     name = "torchcodec"
 
@@ -74,6 +76,7 @@ class TorchCodecVideo(VideoFile):
                                           for pts, duration, key in zip(index.pts, index.duration, index.keyframe)]})
         self.decoder = VideoDecoder(str(self.path), stream_index=index.stream, dimension_order="NHWC",
                                     num_ffmpeg_threads=threads, device=self.device, custom_frame_mappings=mappings)
+        self.orientation = undo_then(rotation(self.decoder.metadata.rotation or 0.0), index.orientation)
         return index.num_frames
 
     def _decode(self, indices: np.ndarray) -> torch.Tensor:
