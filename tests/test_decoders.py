@@ -4,6 +4,7 @@ one-line SourceError with no library noise on stderr, the frame index scanned on
 the choice of backend."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -117,6 +118,20 @@ def test_orientation_is_read_once_with_the_cached_index(awkward, monkeypatch):
     monkeypatch.setattr(frame_index, "scan_frames", lambda path: pytest.fail(f"{path} scanned again"))
     for backend in CPU_BACKENDS:
         assert torch.equal(open_source(awkward["rot90_mirror"], "", decoder=backend).read([3]), first), backend
+
+
+def test_decord_turning_otherwise_than_expected_is_refused(awkward, monkeypatch, capfd):
+    """decord turns MP4 frames by the display rotation itself (its FFmpeg reads it there, not in
+    MKV); where it turns them otherwise than expected the read is a one-line SourceError, never
+    frames of the wrong shape."""
+    from ops.data.decoders import decord_video
+
+    real = frame_index.load_frame_index
+    monkeypatch.setattr(decord_video, "load_frame_index",
+                        lambda path: dataclasses.replace(real(path), container="matroska,webm"))
+    with pytest.raises(SourceError, match=r"rot90.mp4: decord turns its frames to 48x64, not to 64x48 .*--decoder pyav"):
+        DecordVideo(awkward["rot90"]).read([0, 3])
+    assert capfd.readouterr().err == ""
 
 
 def test_orientation_reaches_the_transform(awkward):

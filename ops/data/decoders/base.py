@@ -21,6 +21,7 @@ import torch
 
 from ops.data.decoders.orientation import UPRIGHT, orient
 
+
 class SourceError(OSError):
     """A sample that cannot be read (missing, corrupt, empty); the message is one line naming the file."""
 

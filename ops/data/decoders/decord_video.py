@@ -29,7 +29,7 @@ class DecordVideo(VideoFile):
         index = load_frame_index(self.path)
         done = rotation_part(index.orientation) if "mp4" in index.container.split(",") else UPRIGHT
         self.orientation = undo_then(done, index.orientation)
-        self.size = turned_size(index.coded_size, done)
+        self.frame_size = turned_size(index.coded_size, done)  # (height, width) decord returns
         self.reader = decord.VideoReader(str(self.path), num_threads=threads)
         return len(self.reader)
 
@@ -39,8 +39,9 @@ class DecordVideo(VideoFile):
             self.reader.seek_accurate(i)
             frame = self.reader.next().asnumpy()
             height, width, channels = frame.shape
-            if (height, width) != self.size:
-                raise SourceError(f"{self.path}: decord turns its frames to {width}x{height}, not to "
-                                  f"{self.size[1]}x{self.size[0]} as the display matrix says (use --decoder pyav)")
+            if (height, width) != self.frame_size:
+                want_h, want_w = self.frame_size
+                raise SourceError(f"{self.path}: decord turns its frames to {width}x{height}, not to {want_w}x{want_h} "
+                                  "as the display matrix says (use --decoder pyav)")
             frames.append(frame.reshape(height, width * channels)[:, : width * 3].reshape(height, width, 3))
         return torch.from_numpy(np.stack(frames))

@@ -27,10 +27,11 @@ from ops.data.decoders.orientation import display_matrix_of, from_display_matrix
 
 @dataclass(frozen=True)
 class FrameIndex:
-    """One video stream's frames in presentation order: ``pts`` (F,) int64 in the stream's time
-    base, ``keyframe`` (F,) bool, ``duration`` (F,) int64 (0 where unknown); ``coded_size``
-    (2,) int64, the stored (height, width) before any turn; ``orientation`` (2, 2) int64, what
-    turns a stored frame upright; ``container`` the demuxer's name (``mov,mp4,m4a,...``)."""
+    """One video stream of a file (``container``: the demuxer's name, ``mov,mp4,m4a,...``), its
+    frames in presentation order: ``pts`` (F,) int64 in the stream's time base, ``keyframe``
+    (F,) bool, ``duration`` (F,) int64 (0 where unknown); ``coded_size`` (2,) int64, the
+    stored (height, width) before any turn; ``orientation`` (2, 2) int64, what turns a stored
+    frame upright."""
 
     stream: int
     container: str
@@ -104,7 +105,8 @@ def scan_frames(path: Path) -> FrameIndex:
         matrix = display_matrix_of(first) if first is not None else None
     rows.sort()
     table = np.array(rows, dtype=np.int64).reshape(-1, 3)
-    return FrameIndex(number, container_name, table[:, 0], table[:, 1].astype(bool), table[:, 2], size, from_display_matrix(matrix))
+    return FrameIndex(number, container_name, table[:, 0], table[:, 1].astype(bool), table[:, 2], size,
+                      from_display_matrix(matrix))
 
 
 def load_frame_index(path: Path, folder: Optional[Path] = None) -> FrameIndex:
@@ -118,7 +120,8 @@ def load_frame_index(path: Path, folder: Optional[Path] = None) -> FrameIndex:
     index = scan_frames(path)
     try:
         with atomic_open(cached, "wb") as fh:
-            np.savez(fh, stream=index.stream, container=index.container, **{key: getattr(index, key) for key in _ARRAYS})
+            np.savez(fh, stream=index.stream, container=index.container,
+                     **{key: getattr(index, key) for key in _ARRAYS})
     except OSError:
         pass  # an unwritable cache folder costs a scan per open, nothing else
     return index

@@ -28,18 +28,22 @@ def from_display_matrix(matrix: Optional[Sequence[float]]) -> np.ndarray:
     return np.array([[0, np.sign(c)], [np.sign(b), 0]], dtype=np.int64)
 
 
+def _turn(cos: int, sin: int) -> np.ndarray:
+    """The orientation of a counter-clockwise quarter-turn rotation given by its cosine and sine."""
+    return np.array([[cos, sin], [-sin, cos]], dtype=np.int64)
+
+
 def rotation(degrees: float) -> np.ndarray:
     """The orientation of a pure counter-clockwise rotation (rounded to quarter turns)."""
     turns = round(degrees / 90) % 4
-    cos, sin = [1, 0, -1, 0][turns], [0, 1, 0, -1][turns]
-    return np.array([[cos, sin], [-sin, cos]], dtype=np.int64)
+    return _turn([1, 0, -1, 0][turns], [0, 1, 0, -1][turns])
 
 
 def rotation_part(orientation: np.ndarray) -> np.ndarray:
-    """The pure rotation FFmpeg reports for ``orientation`` (``av_display_rotation_get``: the
-    turn of the first column, mirroring ignored), which libraries that rotate by angle apply."""
-    cos, sin = int(orientation[0, 0]), -int(orientation[1, 0])
-    return np.array([[cos, sin], [-sin, cos]], dtype=np.int64)
+    """The pure rotation FFmpeg reports for ``orientation`` (``av_display_rotation_get`` reads
+    the turn of the first column and ignores mirroring), which libraries that turn frames by
+    that angle apply."""
+    return _turn(int(orientation[0, 0]), -int(orientation[1, 0]))
 
 
 def turned_size(size: Sequence[int], orientation: np.ndarray) -> tuple:

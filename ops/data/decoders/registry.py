@@ -4,6 +4,7 @@
 ``scripts/bench_loader.py`` (one thread, 8 frames of a 10 s 340x256 H.264 clip at x264's
 default keyframe interval: PyAV 45 ms, decord 70 ms, torchcodec on FFmpeg 8 136 ms).
 ``--decode-device cuda`` needs torchcodec, a CUDA device and decoding in the main process.
+Every backend needs PyAV as well: the cached frame index (``frame_index``) is read with it.
 """
 from __future__ import annotations
 
