@@ -10,6 +10,7 @@ from torch.utils.data import default_collate
 
 from archs.registry import InputSpec
 from dataset_configs import DatasetConfig, get_dataset
+from ops.data.augment import RandAugment, parse_randaugment
 from ops.engine.config import DataSettings
 from ops.data.dataset import SamplingSettings, VideoDataset
 from ops.engine.distributed import DistInfo
@@ -54,9 +55,10 @@ def build_dataset(data: DataSettings, spec: InputSpec, split: str, mode: str,
     transform = ClipTransform(mode=mode, crop_size=spec.crop_size, scale_size=spec.scale_size, mean=spec.mean,
                               std=spec.std, value_range=spec.value_range, test_crops=views.test_crops,
                               full_res=views.full_res, flip=cfg.flip, flip_map=cfg.flip_map())
+    augment = RandAugment(*parse_randaugment(data.randaugment)) if data.randaugment and mode == "train" else None
     return VideoDataset(records, root=cfg.root, template=cfg.frame_template, sampling=sampling, transform=transform,
                         num_classes=cfg.num_classes, multi_label=cfg.multi_label, video_ext=cfg.video_ext,
-                        strict=data.strict_data)
+                        strict=data.strict_data, augment=augment)
 
 
 class TrainSampler(torch.utils.data.Sampler):
@@ -110,12 +112,14 @@ def batch_targets(batch: dict, device: torch.device) -> torch.Tensor:
 
 
 def make_loader(dataset: VideoDataset, batch_size: int, workers: int, *, sampler=None, indices: Optional[List[int]] = None,
-                drop_last: bool = False, seed: int = 0) -> torch.utils.data.DataLoader:
-    """A DataLoader over ``sampler`` (training) or a fixed list of ``indices`` (evaluation)."""
+                drop_last: bool = False, seed: int = 0, persistent: bool = False) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``sampler`` (training) or a fixed list of ``indices`` (evaluation);
+    ``persistent``: workers live across epochs (the epoch must then travel with the keys,
+    see ops.data.dataset.EpochKeys)."""
     if sampler is None:
         sampler = indices if indices is not None else list(range(len(dataset)))
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
         collate_fn=collate_items, pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed),
-        persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
+        persistent_workers=persistent and workers > 0, prefetch_factor=4 if workers > 0 else None)
 
