@@ -104,6 +104,9 @@ def channels_last_input(x: torch.Tensor) -> torch.Tensor:
 
 
 def first_line(exc: BaseException) -> str:
+    """``Type: first line`` of the exception that started ``exc`` (compilers wrap their causes)."""
+    while exc.__cause__ is not None or getattr(exc, "inner_exception", None) is not None:
+        exc = exc.__cause__ or exc.inner_exception
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
