@@ -113,9 +113,10 @@ class TrainStep:
     guard: Optional[CompileGuard] = None
 
     def __call__(self, micro: Sequence[Tuple[torch.Tensor, torch.Tensor]], iteration: int,
-                 sums: RunningSums) -> None:
+                 sums: RunningSums) -> List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """micro: K pairs (x (N, C, T, H, W) float on the device, target (N,) or (N, K));
-        ``iteration``: optimiser steps so far (seeds the mixing)."""
+        ``iteration``: optimiser steps so far (seeds the mixing). Returns each micro-batch's
+        (loss, logits (N, K), target before mixing), detached and still on the device."""
         if self.guard is not None:
             results = self.guard.first_step(lambda: self._run(micro, iteration),
                                             lambda: self.optimizer.zero_grad(set_to_none=True))
@@ -128,6 +129,7 @@ class TrainStep:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.gd)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        return results
 
     def _run(self, micro, iteration: int):
         self.optimizer.zero_grad(set_to_none=True)
