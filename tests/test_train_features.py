@@ -2,10 +2,15 @@
 `videorec train`, mixing, RandAugment and repeated augmentation in the data path, accumulation,
 activation checkpointing, channels-last, the compile fallback and the loop that never syncs."""
 import copy
+import json
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
 from archs import create_model
 from ops.common.errors import UserError
@@ -18,6 +23,7 @@ from ops.engine.distributed import DistInfo
 from ops.engine.mixing import Mixer
 from ops.engine.speed import CompileGuard, channels_last_input, checkpoint_stages, to_channels_last
 from ops.engine.train_step import RunningSums, TrainStep, criterion_for, grouped
+from videorec_cli.main import app
 
 from conftest import write_frame_folder
 
@@ -210,3 +216,108 @@ def test_compile_failure_falls_back_to_eager_with_one_line():
     assert not torch.equal(before["fc.weight"], model.state_dict()["fc.weight"])
     step([(x, y)], 1, sums)
     assert len(lines) == 1
+
+
+# -- through `videorec train` ------------------------------------------------------------------------
+
+TINY = ["--arch", "tsm_mbv2", "-m", "width_mult=0.25", "--crop-size", "32", "--scale-size", "32",
+        "--num-segments", "4", "-b", "4", "--workers", "0", "--npb", "--lr", "0.05", "--eval-freq", "1"]
+QUICK = ["--epochs", "1", "--max-iters-per-epoch", "2"]
+
+
+def run_main(monkeypatch, capsys, *args) -> tuple:
+    """The console entry point in this process: (exit code, stdout, stderr)."""
+    from videorec_cli import main as cli_main
+
+    monkeypatch.setattr(sys, "argv", ["videorec", *[str(a) for a in args]])
+    with pytest.raises(SystemExit) as done:
+        cli_main.main()
+    out = capsys.readouterr()
+    return done.value.code, out.out, out.err
+
+
+def train(*args):
+    result = CliRunner().invoke(app, ["train", *[str(a) for a in args]])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def weights(run: Path) -> dict:
+    return torch.load(run / "last.pth", weights_only=True)["model"]
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_settings_json_as_config_repeats_the_run_bit_for_bit(tiny_dataset, tmp_path):
+    train(tiny_dataset, *TINY, *QUICK, "--mixup", 0.4, "-o", tmp_path / "first")
+    again = train("--config", tmp_path / "first" / "settings.json", "-o", tmp_path / "again")
+    first = json.loads((tmp_path / "first" / "settings.json").read_text())
+    second = json.loads((tmp_path / "again" / "settings.json").read_text())
+    assert {**first, "output_dir": None} == {**second, "output_dir": None}
+    assert first["mixup"] == 0.4 and first["npb"] and first["data"]["num_segments"] == 4
+    assert same_weights(weights(tmp_path / "first"), weights(tmp_path / "again")), again.output
+    printed = train("--config", tmp_path / "first" / "settings.json", "--lr", 0.2, "--print-config").output
+    assert "lr: 0.2  # flag" in printed and "mixup: 0.4  # config " in printed and "num_segments: 4  # config" in printed
+
+
+def test_config_errors_are_one_line_naming_the_key(tiny_dataset, tmp_path, monkeypatch, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("dataset: x\narch: tsm_mbv2\nlr_step: [1]\n")
+    code, _, err = run_main(monkeypatch, capsys, "train", "--config", config, "-o", tmp_path / "run")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"config {config}: unknown key 'dataset'" in err  # the data settings live under data:
+    config.write_text(f"arch: tsm_mbv2\nlr_step: [1]\ndata: {{dataset: {tiny_dataset}}}\n")
+    code, _, err = run_main(monkeypatch, capsys, "train", "--config", config, "-o", tmp_path / "run")
+    assert code == 2 and err == f"videorec: error: config {config}: unknown key 'lr_step'; did you mean lr_steps?\n"
+    code, _, err = run_main(monkeypatch, capsys, "train", "--recipe", "tsm_k400", "--arch", "x3d_xs", "--print-config")
+    assert code == 2 and err.startswith("videorec: error: model_options.shift_div (from recipe tsm_k400) does not "
+                                        "apply to x3d_xs; it takes: dropout"), err
+    code, _, err = run_main(monkeypatch, capsys, "train", tiny_dataset, *TINY, "--mixup", -1)
+    assert code == 2 and err == "videorec: error: --mixup (mixup) must be >= 0, not -1\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_recipe_scales_its_lr_to_the_global_batch_and_flags_win(monkeypatch, capsys):
+    code, out, _ = run_main(monkeypatch, capsys, "train", "--recipe", "msn_ssv1", "-b", 4, "--accumulate", 2,
+                            "--epochs", 3, "--print-config")
+    assert code == 0
+    # seed 001: lr 0.01 for 8 x 2 GPUs; this run: 4 x 1 process x 2 micro-batches = 8 clips per step
+    assert "lr: 0.005  # recipe msn_ssv1, scaled to the global batch" in out
+    assert "epochs: 3  # flag" in out and "lr_steps: [30.0, 45.0, 55.0]  # recipe msn_ssv1" in out
+    assert "npb: true  # recipe msn_ssv1" in out and "  num_segments: 8  # recipe msn_ssv1" in out
+    code, out, _ = run_main(monkeypatch, capsys, "train", "--recipe", "msn_ssv1", "--lr", 0.1, "--print-config")
+    assert "lr: 0.1  # flag" in out
+
+
+def test_mixup_changes_training_and_resumes_exactly(tiny_dataset, tmp_path):
+    mix = ["--mixup", 0.4, "--cutmix", 1.0, "--label-smoothing", 0.1, "--max-iters-per-epoch", 2]
+    train(tiny_dataset, *TINY, *mix, "--epochs", 2, "-o", tmp_path / "straight")
+    train(tiny_dataset, *TINY, *mix, "--epochs", 1, "-o", tmp_path / "split")
+    out = train(tiny_dataset, *TINY, *mix, "--epochs", 2, "--resume", "auto", "-o", tmp_path / "split")
+    assert "resumed from" in out.output
+    assert same_weights(weights(tmp_path / "straight"), weights(tmp_path / "split"))
+    train(tiny_dataset, *TINY, "--max-iters-per-epoch", 2, "--epochs", 2, "-o", tmp_path / "plain")
+    assert not same_weights(weights(tmp_path / "straight"), weights(tmp_path / "plain"))
+
+
+def test_each_data_and_step_flag_changes_the_run(tiny_dataset, tmp_path):
+    train(tiny_dataset, *TINY, *QUICK, "-o", tmp_path / "plain")
+    base = weights(tmp_path / "plain")
+    for name, flags in {"randaugment": ["--randaugment", "2,9"], "repeated": ["--repeated-aug", 3],
+                        "accumulate": ["--accumulate", 2]}.items():
+        out = train(tiny_dataset, *TINY, *QUICK, *flags, "--log-interval", 1, "-o", tmp_path / name)
+        assert not same_weights(base, weights(tmp_path / name)), name
+        # --max-iters-per-epoch caps optimiser steps (with --accumulate 2 each takes two batches)
+        assert "epoch 0 step 1/2: loss" in out.output and "epoch 0 step 2/2: loss" in out.output, out.output
+    # activation checkpointing: the same gradients, so the same weights bit for bit
+    train(tiny_dataset, *TINY, *QUICK, "--checkpoint-activations", "-o", tmp_path / "checkpointed")
+    assert same_weights(base, weights(tmp_path / "checkpointed"))
+    assert "stages recompute their activations" in (tmp_path / "checkpointed" / "log.txt").read_text()
+    # channels-last: another memory layout (float sums in another order: not compared bit for bit)
+    train(tiny_dataset, *TINY, *QUICK, "--channels-last", "-o", tmp_path / "channels_last")
+    conv = weights(tmp_path / "channels_last")["base_model.features.0.0.weight"]
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
