@@ -294,7 +294,8 @@ def test_recipe_scales_its_lr_to_the_global_batch_and_flags_win(monkeypatch, cap
 
 
 def test_mixup_changes_training_and_resumes_exactly(tiny_dataset, tmp_path):
-    mix = ["--mixup", 0.4, "--cutmix", 1.0, "--label-smoothing", 0.1, "--max-iters-per-epoch", 2]
+    """Straight vs stopped and resumed, with mixing on and 2 persistent loader workers."""
+    mix = ["--mixup", 0.4, "--cutmix", 1.0, "--label-smoothing", 0.1, "--max-iters-per-epoch", 2, "--workers", 2]
     train(tiny_dataset, *TINY, *mix, "--epochs", 2, "-o", tmp_path / "straight")
     train(tiny_dataset, *TINY, *mix, "--epochs", 1, "-o", tmp_path / "split")
     out = train(tiny_dataset, *TINY, *mix, "--epochs", 2, "--resume", "auto", "-o", tmp_path / "split")
