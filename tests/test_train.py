@@ -112,7 +112,8 @@ def test_bad_samples_are_replaced_in_training_and_skipped_in_test(tiny_dataset, 
     out = train(root / "tiny.json", tmp_path / "run", "--epochs", 1)
     assert "skipped unreadable sample" in out.output + (out.stderr if out.stderr_bytes else "")
     log = (tmp_path / "run" / "log.txt").read_text()
-    assert "grow_0" in log and "unreadable samples were replaced" in log
+    assert "grow_0" in log and "unreadable train samples replaced by others" in log
+    assert "epoch 0: 1 unreadable val samples left out" in log  # the last epoch's validation skips too
     test = cli("test", root / "tiny.json", "--weights", tmp_path / "run" / "last.pth", "--workers", 0, "-o", tmp_path / "s")
     assert "1 unreadable skipped" in test.output
     assert "frames/shrink/shrink_5" not in read_scores(tmp_path / "s" / "scores_clip0of1.pkl").video_ids
@@ -142,7 +143,7 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tiny_dataset, tmp_path):
     state = torch.load(out / "last.pth", weights_only=True)
     assert state["epoch"] >= 1
     resumed = train(tiny_dataset, out, "--epochs", state["epoch"] + 1, "--resume", "auto")
-    assert f"epoch {state['epoch']}, step {state['step']}" in resumed.output
+    assert f"at epoch {state['epoch']} step {state['step']}" in resumed.output
 
 
 def free_port() -> int:
@@ -152,23 +153,46 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_process_gloo_ddp_train_and_sharded_test(tiny_dataset, tmp_path):
-    cmd = [sys.executable, "-m", "videorec_cli.main", "train", str(tiny_dataset), *TINY, "-o", str(tmp_path / "ddp"),
+@pytest.fixture
+def flawed_dataset(tiny_dataset, tmp_path) -> Path:
+    """The tiny dataset with unreadable samples: train rows 0 and 9 (frame folders gone; rank 1 and
+    rank 0 of 2 read them in epoch 0), row 14 (frames 3-8 of 8 gone) and a val row (folder gone)."""
+    root = tmp_path / "data"
+    shutil.copytree(Path(tiny_dataset).parent, root)
+    for folder in ("grow/grow_0", "move_right/move_right_1", "move_left/move_left_5"):
+        shutil.rmtree(root / "frames" / folder)
+    for i in range(3, 9):
+        (root / "frames" / "shrink" / "shrink_2" / f"img_{i:05d}.jpg").unlink()
+    return root / "tiny.json"
+
+
+def test_two_process_gloo_ddp_train_ledger_and_sharded_test(flawed_dataset, tmp_path):
+    cmd = [sys.executable, "-m", "videorec_cli.main", "train", str(flawed_dataset), *TINY, "-o", str(tmp_path / "ddp"),
            "--epochs", "1", "--nproc-per-node", "2", "--master-port", str(free_port())]
     done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     settings = json.loads((tmp_path / "ddp" / "settings.json").read_text())
     assert settings["world_size"] == 2 and (tmp_path / "ddp" / "last.pth").is_file()
     assert done.stdout.count("val:") == 1  # only rank 0 logs
+    # the skip ledger sums both ranks: the same as one process reading every row of the epoch
+    train(flawed_dataset, tmp_path / "one_process", "--epochs", 1)
+    ddp, one = (json.loads((tmp_path / run / "skipped.json").read_text()) for run in ("ddp", "one_process"))
+    assert ddp == one
+    assert [(e["split"], e["epoch"]) for e in ddp["epochs"]] == [("train", 0), ("val", 0)]
+    assert sorted(Path(p).name for p in ddp["files"]) == ["grow_0", "move_left_5", "move_right_1", "shrink_2"]
+    assert sorted(Path(p).name for p in ddp["epochs"][0]["files"]) == ["grow_0", "move_right_1", "shrink_2"]
+    assert ddp["epochs"][0]["count"] >= 3 and ddp["epochs"][1] == {
+        "epoch": 0, "split": "val", "count": 1, "files": {str(Path(flawed_dataset).parent / "frames/move_left/move_left_5"): 1}}
+    assert "4 distinct unreadable files were skipped during the run (train 3, val 1)" in done.stdout
     ckpt = tmp_path / "ddp" / "last.pth"
-    test = [sys.executable, "-m", "videorec_cli.main", "test", str(tiny_dataset), "--weights", str(ckpt), "--workers", "0",
+    test = [sys.executable, "-m", "videorec_cli.main", "test", str(flawed_dataset), "--weights", str(ckpt), "--workers", "0",
             "--device", "cpu"]
     one = subprocess.run(test + ["-o", str(tmp_path / "one")], capture_output=True, text=True, env=_env(), timeout=300)
     two = subprocess.run(test + ["-o", str(tmp_path / "two"), "--nproc-per-node", "2", "--master-port", str(free_port())],
                          capture_output=True, text=True, env=_env(), timeout=300)
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
     a, b = read_scores(tmp_path / "one" / "scores_clip0of1.pkl"), read_scores(tmp_path / "two" / "scores_clip0of1.pkl")
-    assert a.video_ids == b.video_ids and len(a.video_ids) == 8  # every video once, list order
+    assert a.video_ids == b.video_ids and len(a.video_ids) == 7  # every readable video once, list order
     assert np.allclose(a.logits, b.logits, atol=1e-5)
 
 
@@ -179,4 +203,4 @@ def test_resume_from_a_signal_at_the_last_step_of_an_epoch(tiny_dataset, tmp_pat
     state.update(epoch=0, step=4)  # 16 train videos / batch 4: the interrupt came after the last step
     torch.save(state, tmp_path / "run" / "last.pth")
     out = train(tiny_dataset, tmp_path / "run", "--epochs", 1, "--resume", "auto")
-    assert "epoch 0, step 4" in out.output and "epoch 0 val:" in out.output
+    assert "at epoch 0 step 4" in out.output and "epoch 0 val:" in out.output

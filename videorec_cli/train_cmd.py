@@ -52,7 +52,7 @@ def command(
     resume: Optional[str] = typer.Option(None, help="'auto' (continue the run folder's last.pth, if any) or a checkpoint path."),
     seed: int = typer.Option(0, help="Random seed (model init, data order, augmentation)."),
     amp: bool = typer.Option(False, help="Mixed precision (float16 on CUDA, bfloat16 on CPU)."),
-    sync_bn: bool = typer.Option(False, "--sync-bn", help="Synchronised BatchNorm across processes."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="Synchronised BatchNorm across processes (2+ processes on CUDA only). Without it BatchNorm statistics are per process, so they depend on the per-process batch: 1- and 2-process runs differ."),
     output_dir: str = typer.Option("runs/run", "--output-dir", "-o", help="Run folder: checkpoints, log.txt, settings.json, tensorboard."),
     pretrained: str = typer.Option("none", help="none, imagenet (torchvision backbone weights) or a checkpoint path."),
     root: Optional[str] = typer.Option(None, help="Dataset root (overrides the registry)."),
@@ -125,14 +125,20 @@ def command(
     if print_config:
         typer.echo(format_config(res), nl=False)
         raise typer.Exit(0)
-    if (nproc_per_node > 1 or nnodes > 1) and not launched():
-        raise typer.Exit(launch(nproc_per_node, nnodes, node_rank, master_addr, master_port, sys.argv[1:]))
+    if not launched():
+        from ops.engine.distributed import device_type
+        from ops.engine.trainer import check_sync_bn
+
+        check_sync_bn(settings.sync_bn, nproc_per_node * nnodes, device_type(settings.device))  # before any process
+        if nproc_per_node > 1 or nnodes > 1:
+            raise typer.Exit(launch(nproc_per_node, nnodes, node_rank, master_addr, master_port, sys.argv[1:]))
     from ops.engine.trainer import TrainingInterrupted, train
 
     try:
         train(settings, notes)
     except TrainingInterrupted as exc:
-        typer.echo(str(exc), err=True)
+        if exc.announce:
+            typer.echo(str(exc), err=True)
         raise typer.Exit(128 + exc.signum)
 
 

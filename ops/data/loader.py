@@ -1,6 +1,7 @@
 """Build datasets and loaders from the settings and the model's input spec."""
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from typing import Iterator, List, Optional
 
@@ -111,6 +112,33 @@ def batch_targets(batch: dict, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(batch["target"]).to(device, non_blocking=True)
 
 
+# The main process owns shutdown: these reach DataLoader workers too (a terminal's Ctrl-C,
+# a scheduler's SIGTERM to the whole process group), and workers ignore them.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def worker_init(worker_id: int) -> None:
+    """Start of a DataLoader worker: ignore the stop signals, then take the ones blocked across
+    the fork (:class:`Loader`), so no signal kills a worker before or after this point."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+class Loader(torch.utils.data.DataLoader):
+    """A DataLoader whose workers start with the stop signals blocked (see :func:`worker_init`);
+    in the main process a signal that comes meanwhile waits for the few milliseconds of the fork."""
+
+    def __iter__(self):
+        if self.num_workers == 0:
+            return super().__iter__()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            return super().__iter__()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def make_loader(dataset: VideoDataset, batch_size: int, workers: int, *, sampler=None, indices: Optional[List[int]] = None,
                 drop_last: bool = False, seed: int = 0, persistent: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader over ``sampler`` (training) or a fixed list of ``indices`` (evaluation);
@@ -118,8 +146,8 @@ def make_loader(dataset: VideoDataset, batch_size: int, workers: int, *, sampler
     see ops.data.dataset.EpochKeys)."""
     if sampler is None:
         sampler = indices if indices is not None else list(range(len(dataset)))
-    return torch.utils.data.DataLoader(
+    return Loader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
         collate_fn=collate_items, pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed),
-        persistent_workers=persistent and workers > 0, prefetch_factor=4 if workers > 0 else None)
-
+        persistent_workers=persistent and workers > 0, prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=worker_init if workers > 0 else None)

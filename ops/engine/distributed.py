@@ -9,6 +9,7 @@ script). gloo on CPU, NCCL on CUDA.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from dataclasses import dataclass
 from typing import List, Sequence
@@ -48,9 +49,15 @@ def launched() -> bool:
     return env_ranks()[1] > 1 or "TORCHELASTIC_RUN_ID" in os.environ
 
 
-def pick_device(local_rank: int, requested: str = "auto") -> torch.device:
+def device_type(requested: str = "auto") -> str:
+    """The device type ``requested`` means here: ``auto`` is cuda when there is one, else cpu."""
     if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def pick_device(local_rank: int, requested: str = "auto") -> torch.device:
+    requested = device_type(requested)
     if requested == "cuda":
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
@@ -87,18 +94,42 @@ def gather_objects(obj, info: DistInfo) -> list:
     return out
 
 
-def any_rank(flag: bool, info: DistInfo) -> bool:
-    """True on every rank if ``flag`` is true on any (e.g. a stop signal)."""
+def max_over_ranks(value: int, info: DistInfo) -> int:
+    """The largest ``value`` of all ranks, on every rank (e.g. the stop signal any rank got)."""
     if not info.distributed:
-        return flag
-    t = torch.tensor([1 if flag else 0], device=info.device if info.device.type == "cuda" else "cpu")
-    dist.all_reduce(t)
-    return bool(t.item())
+        return value
+    t = torch.tensor([value], device=info.device if info.device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait until every rank gets here (e.g. until rank 0 has saved)."""
+    if info.distributed:
+        dist.barrier()
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code a launcher returns for the exception ``torch.distributed.run`` raised: the
+    signal it got (128 + N, after the ranks it forwarded it to have stopped) or the first
+    failed rank's code (128 + N for a rank killed by signal N); 1 for anything else."""
+    from torch.distributed.elastic.multiprocessing import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    if isinstance(exc, SignalException):
+        return 128 + int(exc.sigval)
+    if isinstance(exc, ChildFailedError):
+        _, failure = exc.get_first_failure()
+        return 128 - failure.exitcode if failure.exitcode < 0 else failure.exitcode or 1
+    return 1
 
 
 def launch(nproc_per_node: int, nnodes: int, node_rank: int, master_addr: str, master_port: int,
            argv: Sequence[str]) -> int:
-    """Re-run ``videorec <argv>`` in ``nproc_per_node`` processes through torch.distributed.run."""
+    """Re-run ``videorec <argv>`` in ``nproc_per_node`` processes through torch.distributed.run.
+
+    SIGTERM/SIGINT to this process are forwarded to the ranks (which save and stop); the
+    return value is the ranks' exit code (0, 128 + signal, or a failed rank's code)."""
     from torch.distributed.run import get_args_parser, run
 
     args = get_args_parser().parse_args([
@@ -108,7 +139,10 @@ def launch(nproc_per_node: int, nnodes: int, node_rank: int, master_addr: str, m
     ])
     try:
         run(args)
-    except Exception as exc:  # ChildFailedError: the failing rank already printed its error
-        print(f"videorec: error: distributed run failed ({type(exc).__name__})", file=sys.stderr)
-        return 1
+    except Exception as exc:  # the failing rank already printed its error
+        code = exit_code(exc)
+        if code not in (128 + signal.SIGTERM, 128 + signal.SIGINT):
+            print(f"videorec: error: distributed run failed ({type(exc).__name__}, exit code {code})",
+                  file=sys.stderr)
+        return code
     return 0
