@@ -278,6 +278,9 @@ def test_config_errors_are_one_line_naming_the_key(tiny_dataset, tmp_path, monke
                                         "apply to x3d_xs; it takes: dropout"), err
     code, _, err = run_main(monkeypatch, capsys, "train", tiny_dataset, *TINY, "--mixup", -1)
     assert code == 2 and err == "videorec: error: --mixup (mixup) must be >= 0, not -1\n"
+    code, _, err = run_main(monkeypatch, capsys, "train", tiny_dataset, *TINY, "--accumulate", 5, "-o", tmp_path / "run")
+    assert code == 2 and err == ("videorec: error: --accumulate 5: an epoch has only 4 batch(es) of 4 per process; "
+                                 "lower --accumulate or --batch-size\n"), err
     assert not (tmp_path / "run").exists()
 
 

@@ -247,6 +247,7 @@ def train(settings: TrainSettings, notes: Sequence[str] = ()) -> Dict[str, float
     check_sync_bn(settings.sync_bn, info.world_size, info.device.type)
     torch.manual_seed(settings.seed)
     prepared = prepare(settings)
+    epoch_steps(-(-len(prepared.train_set) // info.world_size), settings)  # before the run folder exists
     out_dir = Path(settings.output_dir)
     log = RunLog(out_dir, info.is_main, prefix=settings.log_prefix)
     try:
@@ -260,6 +261,20 @@ def train(settings: TrainSettings, notes: Sequence[str] = ()) -> Dict[str, float
         raise UserError(last_line(exc)) from None
     finally:
         log.close()
+
+
+def epoch_steps(per_rank: int, settings: TrainSettings) -> Tuple[bool, int]:
+    """(drop_last, optimiser steps per epoch) for ``per_rank`` clips per process per epoch: batches
+    of ``batch_size`` (the last one dropped when incomplete, unless it is the only one), grouped
+    by ``accumulate``, capped by ``max_iters_per_epoch``. A :class:`UserError` when no step fits."""
+    drop_last = per_rank > settings.batch_size
+    micro_batches = per_rank // settings.batch_size if drop_last else -(-per_rank // settings.batch_size)
+    if settings.max_iters_per_epoch:
+        micro_batches = min(micro_batches, settings.max_iters_per_epoch * settings.accumulate)
+    if micro_batches < settings.accumulate:
+        raise UserError(f"--accumulate {settings.accumulate}: an epoch has only {micro_batches} batch(es) of "
+                        f"{settings.batch_size} per process; lower --accumulate or --batch-size")
+    return drop_last, micro_batches // settings.accumulate
 
 
 def apply_speed_settings(model: nn.Module, settings: TrainSettings, info: DistInfo, log: RunLog) -> None:
@@ -303,19 +318,10 @@ def _train(settings: TrainSettings, prepared: Prepared, info: DistInfo, out_dir:
                            mixer=mixer, seed=settings.seed, rank=info.rank, channels_last=settings.channels_last,
                            guard=guard)
 
-    k = settings.accumulate
     sampler = (RepeatedAugSampler(len(train_set), info, settings.seed, settings.data.repeated_aug)
                if settings.data.repeated_aug > 1 else TrainSampler(len(train_set), info, settings.seed))
     keys = EpochKeys(sampler)
-    per_rank = len(sampler)
-    drop_last = per_rank > settings.batch_size
-    micro_batches = per_rank // settings.batch_size if drop_last else -(-per_rank // settings.batch_size)
-    if settings.max_iters_per_epoch:
-        micro_batches = min(micro_batches, settings.max_iters_per_epoch * k)
-    iters = micro_batches // k  # optimiser steps per epoch
-    if iters == 0:
-        raise UserError(f"--accumulate {k}: an epoch has only {micro_batches} batches of {settings.batch_size} per "
-                        "process; lower --accumulate or --batch-size")
+    drop_last, iters = epoch_steps(len(sampler), settings)
     schedule = LRSchedule(settings.lr, settings.epochs, iters, settings.lr_scheduler, settings.lr_steps,
                           settings.warmup_epochs)
 
@@ -359,11 +365,11 @@ def _train(settings: TrainSettings, prepared: Prepared, info: DistInfo, out_dir:
         for epoch in range(start_epoch, settings.epochs):
             skip = start_step if epoch == start_epoch else 0
             meter = (meter if epoch == start_epoch else EpochMeter(info.device)).start_clock()
-            keys.set_epoch(epoch, skip * k * settings.batch_size)
+            keys.set_epoch(epoch, skip * settings.accumulate * settings.batch_size)
             objective.train()
             step = skip
             lr = schedule.apply(optimizer, iteration)  # defined even when a resumed epoch has no steps left
-            bar = progress(grouped(batches(loader, stop), k), iters - skip, f"epoch {epoch}", info.is_main)
+            bar = progress(grouped(batches(loader, stop), settings.accumulate), iters - skip, f"epoch {epoch}", info.is_main)
             for group in bar:
                 if step >= iters:
                     break
