@@ -22,7 +22,7 @@ def resolve(config=None, flags=None, recipe=None):
 def test_settings_json_is_a_config_and_resolves_to_the_same_settings(tmp_path):
     settings = run_settings()
     # the trainer's settings.json: the settings plus resolved extras
-    resolved_extras = {"num_classes": 174, "input_spec": {"num_segments": 8}, "dataset_config": {"name": "x"},
+    resolved_extras = {"num_classes": 174, "class_names": ["a", "b"], "input_spec": {"num_segments": 8}, "dataset_config": {"name": "x"},
                        "world_size": 2}
     assert set(resolved_extras) == set(DERIVED_KEYS)
     write_json(tmp_path / "settings.json", {**settings.to_dict(), **resolved_extras})

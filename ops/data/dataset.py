@@ -7,6 +7,14 @@ Each item is a dict::
      "index": int,                    # row in the list file
      "bad": str}                      # "path<TAB>reason" lines of samples that failed
 
+Items are asked for by key: a plain int (val/test, and the key's copy 0), or an
+``(epoch, key)`` pair from :class:`EpochKeys` in training, so the epoch travels with
+the sampler's keys to persistent loader workers (their copy of the dataset never sees
+``set_epoch``). A key ``copy * N + row`` (repeated augmentation, see
+ops.data.repeated_aug) reads row ``row`` with the generator of that copy, so the K
+copies of a video are augmented differently. With ``augment`` (clip-consistent
+RandAugment), train views are augmented after the crop with the same generator.
+
 A sample that cannot be read is replaced by another one in training (counted
 and reported through ``bad``); in val/test it is flagged (``index`` = -1 - row) so
 the engine leaves it out of the metrics and score files instead of scoring
@@ -22,14 +30,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from ops.common.errors import UserError
 from ops.common.fileio import write_report
+from ops.data.augment import RandAugment
 from ops.data.records import VideoRecord
+from ops.data.repeated_aug import item_rng, split_key
 from ops.data.sampling import sample_indices
 from ops.data.sources import SourceError, open_source, resolve_path
 from ops.data.transforms import ClipTransform
@@ -96,7 +106,7 @@ class VideoDataset(torch.utils.data.Dataset):
     def __init__(self, records: Sequence[VideoRecord], *, root: str, template: str, sampling: SamplingSettings,
                  transform: ClipTransform, num_classes: int, multi_label: bool = False, video_ext: str = "",
                  strict: bool = False, max_replacements: int = 10, decoder: str = "auto",
-                 decode_device: str = "cpu") -> None:
+                 decode_device: str = "cpu", augment: Optional[RandAugment] = None) -> None:
         present, self.missing = split_missing(records, root, video_ext)
         if self.missing and strict:
             first = self.missing[0]
@@ -118,12 +128,14 @@ class VideoDataset(torch.utils.data.Dataset):
         self.strict = strict
         self.max_replacements = max_replacements
         self.decoder, self.decode_device = decoder, decode_device  # see ops.data.decoders.registry
+        self.augment = augment
         self.seed = 0
         self.epoch = 0
 
     def set_epoch(self, epoch: int, seed: int) -> None:
         """Training randomness of item i is a pure function of (seed, epoch, i):
-        independent of workers and batch order, so resuming mid-epoch is exact."""
+        independent of workers and batch order, so resuming mid-epoch is exact. The epoch
+        set here is the one of plain int keys; ``(epoch, key)`` keys carry their own."""
         self.epoch, self.seed = epoch, seed
 
     def __len__(self) -> int:
@@ -140,7 +152,10 @@ class VideoDataset(torch.utils.data.Dataset):
         frames = source.read(indices)
         clips = frames.chunk(self.sampling.clips_per_sample)
         outs = [self.transform(clip, record.labels, rng) for clip in clips]
-        return torch.cat([views for views, _ in outs]), outs[0][1]
+        views = torch.cat([views for views, _ in outs])
+        if self.augment is not None and rng is not None:
+            views = self.augment.augment_views(views, rng)
+        return views, outs[0][1]
 
     def target(self, labels: Sequence[int]) -> np.ndarray:
         """The class index (int64 ``()``) or the multi-hot vector (float32 ``(K,)``), as numpy:
@@ -159,8 +174,10 @@ class VideoDataset(torch.utils.data.Dataset):
         zeros = torch.zeros(tf.num_views * self.sampling.clips_per_sample, 3, t, size, size, dtype=torch.uint8)
         return zeros.contiguous(memory_format=torch.channels_last_3d)
 
-    def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng((self.seed, self.epoch, index))
+    def __getitem__(self, item: Union[int, Tuple[int, int]]) -> dict:
+        epoch, key = item if isinstance(item, tuple) else (self.epoch, item)
+        index, _ = split_key(key, len(self.records))
+        rng = item_rng(self.seed, epoch, key, len(self.records))
         bad: List[str] = []
         current = index
         for _ in range(self.max_replacements + 1):
@@ -177,3 +194,24 @@ class VideoDataset(torch.utils.data.Dataset):
                             "bad": "\n".join(bad)}
                 current = int(rng.integers(len(self.records)))
         raise SourceError(f"{len(bad)} unreadable samples in a row, last: {bad[-1]} (is the dataset root right?)")
+
+
+class EpochKeys(torch.utils.data.Sampler):
+    """A train sampler's keys as ``(epoch, key)`` pairs, so loader workers that persist across
+    epochs read each item with the generator of the epoch it was sampled for.
+
+    ``sampler`` has ``epoch`` and ``set_epoch(epoch, skip)`` (TrainSampler, RepeatedAugSampler).
+    """
+
+    def __init__(self, sampler) -> None:
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.sampler.set_epoch(epoch, skip)
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        epoch = self.sampler.epoch
+        return ((epoch, key) for key in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)

@@ -11,6 +11,7 @@ from torch.utils.data import default_collate
 
 from archs.registry import InputSpec
 from dataset_configs import DatasetConfig, get_dataset
+from ops.data.augment import RandAugment, parse_randaugment
 from ops.engine.config import DataSettings
 from ops.data.dataset import SamplingSettings, VideoDataset
 from ops.data.decoders.registry import resolve_decoder
@@ -57,10 +58,11 @@ def build_dataset(data: DataSettings, spec: InputSpec, split: str, mode: str,
                               std=spec.std, value_range=spec.value_range, test_crops=views.test_crops,
                               full_res=views.full_res, flip=cfg.flip, flip_map=cfg.flip_map(),
                               channel_order=spec.channel_order)
+    augment = RandAugment(*parse_randaugment(data.randaugment)) if data.randaugment and mode == "train" else None
     return VideoDataset(records, root=cfg.root, template=cfg.frame_template, sampling=sampling, transform=transform,
                         num_classes=cfg.num_classes, multi_label=cfg.multi_label, video_ext=cfg.video_ext,
                         strict=data.strict_data, decode_device=data.decode_device,
-                        decoder=resolve_decoder(data.decoder, data.decode_device, data.workers))
+                        decoder=resolve_decoder(data.decoder, data.decode_device, data.workers), augment=augment)
 
 
 class TrainSampler(torch.utils.data.Sampler):
@@ -141,12 +143,14 @@ class Loader(torch.utils.data.DataLoader):
 
 
 def make_loader(dataset: VideoDataset, batch_size: int, workers: int, *, sampler=None, indices: Optional[List[int]] = None,
-                drop_last: bool = False, seed: int = 0) -> torch.utils.data.DataLoader:
-    """A DataLoader over ``sampler`` (training) or a fixed list of ``indices`` (evaluation)."""
+                drop_last: bool = False, seed: int = 0, persistent: bool = False) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``sampler`` (training) or a fixed list of ``indices`` (evaluation);
+    ``persistent``: workers live across epochs (the epoch must then travel with the keys,
+    see ops.data.dataset.EpochKeys)."""
     if sampler is None:
         sampler = indices if indices is not None else list(range(len(dataset)))
     return Loader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
         collate_fn=collate_items, pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed),
-        persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
+        persistent_workers=persistent and workers > 0, prefetch_factor=4 if workers > 0 else None,
         worker_init_fn=worker_init if workers > 0 else None)

@@ -26,7 +26,7 @@ from ops.engine.config import DataSettings, TrainSettings
 
 # Keys a run's settings.json holds beside the settings: resolved from the dataset, the
 # model and the launch, never read back (the run that repeats resolves them again).
-DERIVED_KEYS = ("num_classes", "input_spec", "dataset_config", "world_size")
+DERIVED_KEYS = ("num_classes", "class_names", "input_spec", "dataset_config", "world_size")
 # Sections whose value is a mapping merged key by key (a flag overrides one model option).
 MAPPING_KEYS = ("model_options",)
 

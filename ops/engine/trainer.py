@@ -4,7 +4,12 @@
 and lists, model and options, weight files) and builds the model from the registry and
 the datasets from its input spec (:func:`prepare`); only then is the run folder created.
 It runs epochs of SGD with the per-group multipliers of ops.engine.optim; the loss is the
-model's training objective (:class:`TrainingObjective`). Rank 0 logs, saves and draws
+model's training objective (:class:`TrainingObjective`), one optimiser step of K
+micro-batches at a time (:class:`ops.engine.train_step.TrainStep`: mixing, accumulation,
+clipping). The loop never waits for the device: loss and accuracy are summed there
+(:class:`EpochMeter`) and read every ``log_interval`` steps, at the end of the epoch and
+for a checkpoint; the loader's workers live across epochs, the epoch travelling with the
+sampler's keys (ops.data.dataset.EpochKeys), so resuming stays exact. Rank 0 logs, saves and draws
 progress bars; checkpoints describe their model (:func:`ops.engine.checkpoints.model_metadata`).
 SIGTERM/SIGINT (to the main process or its whole group; workers ignore them) save ``last.pth``
 at the next step boundary, with the position inside the epoch and the epoch's running sums,
@@ -18,7 +23,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -35,12 +40,16 @@ from ops.engine.config import TrainSettings, write_json
 from ops.data.loader import TrainSampler, batch_targets, build_dataset, dataset_config, make_loader, model_input, resolve_spec
 from ops.engine.distributed import DistInfo, barrier, gather_objects, init_distributed, max_over_ranks
 from ops.common.errors import UserError
-from ops.engine.inference import autocast, predict
+from ops.engine.inference import predict
 from ops.evaluation.metrics import mean_average_precision, topk_accuracy
 from ops.engine.optim import LRSchedule, make_optimizer, param_groups
 from ops.common.runlog import RunLog, SkipLedger, progress
-from ops.data.dataset import VideoDataset, write_missing_report
+from ops.data.dataset import EpochKeys, VideoDataset, write_missing_report
 from ops.data.decoders.registry import describe as describe_decoders
+from ops.data.repeated_aug import RepeatedAugSampler
+from ops.engine.mixing import Mixer
+from ops.engine.speed import CompileGuard, checkpoint_stages, to_channels_last
+from ops.engine.train_step import RunningSums, TrainStep, criterion_for, grouped
 from ops.data.sources import SourceError
 
 
@@ -85,7 +94,7 @@ def build_model(settings: TrainSettings, num_classes: int) -> Tuple[nn.Module, b
     """The model, whether its classifier is new on a pretrained backbone (for x5/x10 lr) and
     messages for the run log."""
     takes = model_options(settings.arch)
-    options = {**{k: v for k, v in TRAIN_DEFAULTS.items() if k in takes}, **settings.model_options}
+    options = {**{k: v for k, v in TRAIN_DEFAULTS.items() if k in takes}, **settings.model_kwargs()}
     pretrained = None if settings.tune_from else resolve_checkpoint_arg(settings.pretrained)
     model = create_model(settings.arch, num_classes, pretrained=pretrained, **options)
     new_classifier = settings.pretrained == "imagenet" and not settings.tune_from
@@ -103,11 +112,6 @@ def build_model(settings: TrainSettings, num_classes: int) -> Tuple[nn.Module, b
                             f"{', '.join(dropped)}); a new one is trained")
         load_state_dict_strict(model, state, source=settings.tune_from)
     return model, new_classifier, messages
-
-
-def criterion_for(multi_label: bool) -> nn.Module:
-    """Cross-entropy for single-label datasets, BCE-with-logits for multi-label ones."""
-    return nn.BCEWithLogitsLoss() if multi_label else nn.CrossEntropyLoss()
 
 
 def video_metrics(logits: np.ndarray, targets: np.ndarray, multi_label: bool) -> Dict[str, float]:
@@ -164,46 +168,38 @@ def batches(loader: Iterable[dict], stop: StopRequest) -> Iterator[dict]:
         yield batch
 
 
-@dataclass
 class EpochMeter:
-    """The running sums a training epoch's logged loss and top-1 average over. A mid-epoch
-    checkpoint keeps them (:meth:`state_dict`), so a resumed epoch logs what a straight one does;
+    """The running sums a training epoch's logged loss and top-1 average over, kept on the device
+    (:class:`ops.engine.train_step.RunningSums`: no step waits for it). A mid-epoch checkpoint
+    keeps them (:meth:`state_dict`, one read), so a resumed epoch logs what a straight one does;
     the clip rate counts only this process's clips since it (re)started the epoch."""
 
-    seen: int = 0
-    loss_sum: float = 0.0
-    top1_sum: float = 0.0
-    clips: int = 0
-    tic: float = 0.0  # see start_clock
-
-    def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, multi_label: bool) -> None:
-        """One step: the batch's mean ``loss``, ``logits`` (N, K), ``target`` (N,) or (N, K)."""
-        n = len(target)
-        self.seen += n
-        self.clips += n
-        self.loss_sum += loss.item() * n
-        if not multi_label:
-            self.top1_sum += topk_accuracy(logits.detach().float().cpu().numpy(), target.cpu().numpy(), (1,))[1] * n
+    def __init__(self, device: torch.device, state: Optional[dict] = None) -> None:
+        self.sums = RunningSums(device)
+        if state:
+            self.sums.reset(state["loss_sum"], state["top1_sum"] / 100.0, state["seen"])
+        self.clips_before, self.tic = self.sums.count, time.time()
 
     def start_clock(self) -> "EpochMeter":
         """Count the clip rate from now on."""
-        self.clips, self.tic = 0, time.time()
+        self.clips_before, self.tic = self.sums.count, time.time()
         return self
 
+    def running(self) -> Dict[str, float]:
+        """Mean loss and top-1 so far (reads the device)."""
+        return self.sums.read()
+
     def stats(self, lr: float, world_size: int, multi_label: bool) -> Dict[str, float]:
-        rate = self.clips * world_size / max(time.time() - self.tic, 1e-9)
-        stats = {"loss/train": self.loss_sum / max(self.seen, 1), "lr": lr, "clips_per_s": rate}
+        totals = self.sums.read()
+        rate = (totals["count"] - self.clips_before) * world_size / max(time.time() - self.tic, 1e-9)
+        stats = {"loss/train": totals["loss"], "lr": lr, "clips_per_s": rate}
         if not multi_label:
-            stats["acc/train_top1"] = self.top1_sum / max(self.seen, 1)
+            stats["acc/train_top1"] = totals["top1"]
         return stats
 
     def state_dict(self) -> Dict[str, float]:
-        return {"seen": self.seen, "loss_sum": self.loss_sum, "top1_sum": self.top1_sum}
-
-    @classmethod
-    def resumed(cls, state: Optional[dict]) -> "EpochMeter":
-        """A meter continuing the sums of ``state`` (a fresh one for None)."""
-        return cls(**state) if state else cls()
+        totals = self.sums.read()
+        return {"seen": totals["count"], "loss_sum": totals["loss_sum"], "top1_sum": 100.0 * totals["correct"]}
 
 
 def check_sync_bn(sync_bn: bool, world_size: int, device_type: str) -> None:
@@ -256,19 +252,21 @@ def report_missing(prepared: Prepared, out_dir: Path, log: RunLog) -> None:
                      f"in {report}")
 
 
-def train(settings: TrainSettings) -> Dict[str, float]:
-    """Train as ``settings`` say; returns the last validation metrics and the best one."""
+def train(settings: TrainSettings, notes: Sequence[str] = ()) -> Dict[str, float]:
+    """Train as ``settings`` say (``notes``: lines for the run log, e.g. a recipe's lr scaling);
+    returns the last validation metrics and the best one."""
     info = init_distributed(settings.device)
     check_sync_bn(settings.sync_bn, info.world_size, info.device.type)
     torch.manual_seed(settings.seed)
     prepared = prepare(settings)
+    epoch_steps(-(-len(prepared.train_set) // info.world_size), settings)  # before the run folder exists
     out_dir = Path(settings.output_dir)
     log = RunLog(out_dir, info.is_main, prefix=settings.log_prefix)
     try:
         if info.is_main:
             for path in remove_stale_temporaries(out_dir):
                 log.info(f"removed {path.name}, left by a process that died while writing")
-        for message in prepared.messages:
+        for message in [*notes, *prepared.messages]:
             log.info(message)
         log.info(describe_decoders(prepared.train_set.decoder, settings.data.decode_device))
         if info.is_main:
@@ -278,6 +276,32 @@ def train(settings: TrainSettings) -> Dict[str, float]:
         raise UserError(last_line(exc)) from None
     finally:
         log.close()
+
+
+def epoch_steps(per_rank: int, settings: TrainSettings) -> Tuple[bool, int]:
+    """(drop_last, optimiser steps per epoch) for ``per_rank`` clips per process per epoch: batches
+    of ``batch_size`` (the last one dropped when incomplete, unless it is the only one), grouped
+    by ``accumulate``, capped by ``max_iters_per_epoch``. A :class:`UserError` when no step fits."""
+    drop_last = per_rank > settings.batch_size
+    micro_batches = per_rank // settings.batch_size if drop_last else -(-per_rank // settings.batch_size)
+    if settings.max_iters_per_epoch:
+        micro_batches = min(micro_batches, settings.max_iters_per_epoch * settings.accumulate)
+    if micro_batches < settings.accumulate:
+        raise UserError(f"--accumulate {settings.accumulate}: an epoch has only {micro_batches} batch(es) of "
+                        f"{settings.batch_size} per process; lower --accumulate or --batch-size")
+    return drop_last, micro_batches // settings.accumulate
+
+
+def apply_speed_settings(model: nn.Module, settings: TrainSettings, info: DistInfo, log: RunLog) -> None:
+    """``--checkpoint-activations`` and ``--channels-last`` on the model (on its device), and
+    cuDNN's autotuner on CUDA (training clips have one fixed shape)."""
+    if settings.checkpoint_activations:
+        names = checkpoint_stages(model)
+        log.info(f"--checkpoint-activations: {len(names)} stages recompute their activations in the backward pass")
+    if settings.channels_last:
+        to_channels_last(model)
+    if info.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def _train(settings: TrainSettings, prepared: Prepared, info: DistInfo, out_dir: Path, log: RunLog) -> Dict[str, float]:
@@ -292,27 +316,33 @@ def _train(settings: TrainSettings, prepared: Prepared, info: DistInfo, out_dir:
     model.to(info.device)
     if settings.sync_bn and info.distributed:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    apply_speed_settings(model, settings, info, log)
     groups = param_groups(model, settings.wd, prepared.new_classifier)
     optimizer = make_optimizer(settings.optimizer, groups, settings.lr, settings.momentum)
     scaler = torch.amp.GradScaler(info.device.type, enabled=settings.amp and info.device.type == "cuda")
-    objective: nn.Module = TrainingObjective(model, criterion_for(cfg.multi_label))
+    mixer = Mixer(cfg.num_classes, settings.mixup, settings.cutmix, settings.label_smoothing)
+    mixer = mixer if mixer.enabled else None
+    objective: nn.Module = TrainingObjective(model, criterion_for(cfg.multi_label, soft=mixer is not None))
     if info.distributed:
         ids = [info.local_rank] if info.device.type == "cuda" else None
         objective = nn.parallel.DistributedDataParallel(
             objective, device_ids=ids, find_unused_parameters=getattr(model, "has_unused_parameters", False))
 
-    sampler = TrainSampler(len(train_set), info, settings.seed)
-    per_rank = len(sampler)
-    drop_last = per_rank > settings.batch_size
-    iters = per_rank // settings.batch_size if drop_last else -(-per_rank // settings.batch_size)
-    if settings.max_iters_per_epoch:
-        iters = min(iters, settings.max_iters_per_epoch)
+    guard = CompileGuard(model, log.info) if settings.compile else None
+    train_step = TrainStep(objective, model, optimizer, scaler, info.device, amp=settings.amp, gd=settings.gd,
+                           mixer=mixer, seed=settings.seed, rank=info.rank, channels_last=settings.channels_last,
+                           guard=guard)
+
+    sampler = (RepeatedAugSampler(len(train_set), info, settings.seed, settings.data.repeated_aug)
+               if settings.data.repeated_aug > 1 else TrainSampler(len(train_set), info, settings.seed))
+    keys = EpochKeys(sampler)
+    drop_last, iters = epoch_steps(len(sampler), settings)
     schedule = LRSchedule(settings.lr, settings.epochs, iters, settings.lr_scheduler, settings.lr_steps,
                           settings.warmup_epochs)
 
     start_epoch, start_step, iteration, best = 0, 0, 0, -1.0
     ledger = SkipLedger(log, out_dir / "skipped.json" if info.is_main else None)
-    meter = EpochMeter()
+    meter = EpochMeter(info.device)
     ckpt_path = prepared.resume
     if ckpt_path is not None:
         state = load_training_state(ckpt_path)
@@ -321,7 +351,7 @@ def _train(settings: TrainSettings, prepared: Prepared, info: DistInfo, out_dir:
         scaler.load_state_dict(state["scaler"])
         start_epoch, start_step, iteration, best = state["epoch"], state["step"], state["iteration"], state["best_metric"]
         set_rng_state(state["rng"])
-        meter = EpochMeter.resumed(state.get("epoch_sums"))
+        meter = EpochMeter(info.device, state.get("epoch_sums"))
         if info.is_main and "skipped" in state:  # every rank's reports, counted once
             ledger.load_state_dict(state["skipped"])
         log.info(f"resumed from {ckpt_path} at epoch {start_epoch} step {start_step}")
@@ -343,36 +373,34 @@ def _train(settings: TrainSettings, prepared: Prepared, info: DistInfo, out_dir:
 
     metric_name = "mAP" if cfg.multi_label else "top1"
     result: Dict[str, float] = {}
+    train_set.set_epoch(start_epoch, settings.seed)  # the seed; each key carries its epoch
+    loader = make_loader(train_set, settings.batch_size, settings.data.workers, sampler=keys, drop_last=drop_last,
+                         seed=settings.seed, persistent=True)
     with StopRequest() as stop:
         for epoch in range(start_epoch, settings.epochs):
             skip = start_step if epoch == start_epoch else 0
-            meter = (meter if epoch == start_epoch else EpochMeter()).start_clock()
-            sampler.set_epoch(epoch, skip * settings.batch_size)
-            train_set.set_epoch(epoch, settings.seed)
-            loader = make_loader(train_set, settings.batch_size, settings.data.workers, sampler=sampler,
-                                 drop_last=drop_last, seed=settings.seed + epoch)
+            meter = (meter if epoch == start_epoch else EpochMeter(info.device)).start_clock()
+            keys.set_epoch(epoch, skip * settings.accumulate * settings.batch_size)
             objective.train()
             step = skip
             lr = schedule.apply(optimizer, iteration)  # defined even when a resumed epoch has no steps left
-            for batch in progress(batches(loader, stop), iters - skip, f"epoch {epoch}", info.is_main):
+            bar = progress(grouped(batches(loader, stop), settings.accumulate), iters - skip, f"epoch {epoch}", info.is_main)
+            for group in bar:
                 if step >= iters:
                     break
                 lr = schedule.apply(optimizer, iteration)
-                x = model_input(batch, train_set, info.device).flatten(0, 1)
-                y = batch_targets(batch, info.device)
-                with autocast(info.device, settings.amp):
-                    loss, logits = objective(x, y)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if settings.gd:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), settings.gd)
-                scaler.step(optimizer)
-                scaler.update()
+                micro = [(model_input(b, train_set, info.device).flatten(0, 1), batch_targets(b, info.device))
+                         for b in group]
+                train_step(micro, iteration, meter.sums)
                 iteration += 1
                 step += 1
-                ledger.add(batch["bad"])
-                meter.update(loss, logits, y, cfg.multi_label)
+                for b in group:
+                    ledger.add(b["bad"])
+                if step % settings.log_interval == 0:
+                    running = meter.running()
+                    bar.set_postfix(loss=f"{running['loss']:.4f}", lr=f"{lr:.5f}")
+                    log.info(f"epoch {epoch} step {step}/{iters}: loss {running['loss']:.4f} lr {lr:.5f}"
+                             + (f" train top-1 {running['top1']:.2f}" if not cfg.multi_label else ""))
                 signum = stop.agreed(info)
                 if signum:
                     raise interrupt(epoch, step, signum)
