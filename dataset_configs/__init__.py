@@ -7,7 +7,7 @@ the fields of :class:`DatasetConfig`. Paths in a config file are relative to the
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 

@@ -14,7 +14,7 @@ class DemoSettings:
     classes: Sequence[str] = ("move_down", "move_left", "move_right", "move_up")
     num_videos: int = 800
     frames: int = 16
-    size: int = 50  # decord cannot read 48-px-wide videos (see ops.prep.synthetic.decord_reads_width)
+    size: int = 48
     crop_size: int = 48
     num_segments: int = 4
     epochs: int = 12

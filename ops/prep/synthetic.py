@@ -59,37 +59,6 @@ SHAPES: Dict[str, Shape] = {
 SHAPE_RADIUS = np.sqrt(2.0)  # every shape lies within this radius of its centre (in local units)
 
 
-def _rgb_row_bytes(width: int, align: int = 32) -> int:
-    """Bytes of one RGB24 row in an ffmpeg filter frame: the width is rounded up to 1, 2, 4, ... pixels
-    until the row is a multiple of ``align`` bytes (libavfilter's frame pool, which decord's reader uses)."""
-    step = 1
-    while step <= align:
-        row = 3 * (-(-width // step) * step)
-        if row % align == 0:
-            return row
-        step *= 2
-    return -(-row // align) * align
-
-
-def decord_reads_width(width: int) -> bool:
-    """Whether decord returns frames of this width intact.
-
-    decord takes a padded row for a packed one when the padding makes the row a
-    whole number of pixels (e.g. 48 px: 144 bytes padded to 192 = 4 x 48) and then
-    fails with ``from_size == to_size (9216 vs. 6912)``, whatever the codec or pixel
-    format (measured: of the even widths 16..328 only 16, 24, 48 and 72).
-    """
-    row = _rgb_row_bytes(width)
-    return row == 3 * width or row % width != 0
-
-
-def nearest_sizes(size: int) -> Tuple[int, int]:
-    """The accepted sizes just below and just above ``size`` (see :meth:`SyntheticSettings.check`)."""
-    below = next((s for s in range(size - 2, 15, -2) if decord_reads_width(s)), size + 2)
-    above = next(s for s in range(size + 2, size + 200, 2) if decord_reads_width(s))
-    return below, above
-
-
 @dataclass(frozen=True)
 class SyntheticSettings:
     num_videos: int = 300
@@ -107,10 +76,6 @@ class SyntheticSettings:
             raise UserError(f"make-synthetic: need --num-videos >= 1 and --frames >= 2 (got {self.num_videos}, {self.frames})")
         if self.size < 16 or self.size % 2:
             raise UserError(f"make-synthetic: --size {self.size} must be even and >= 16 (yuv420p needs even sizes)")
-        if not decord_reads_width(self.size):
-            below, above = nearest_sizes(self.size)
-            raise UserError(f"make-synthetic: --size {self.size}: decord cannot read videos {self.size} pixels wide "
-                            f"(a known decord limitation); choose --size {below} or {above}")
         if self.fps <= 0:
             raise UserError(f"make-synthetic: --fps {self.fps} must be > 0")
 
