@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +58,18 @@ def _seed():
 # Tests use tiny tensors: one compute thread avoids oversubscribing the cores that
 # DataLoader workers and subprocesses share (many times faster on 2-core machines).
 torch.set_num_threads(1)
+
+
+@pytest.fixture
+def run_main(monkeypatch, capsys):
+    """The console entry point run in this process: ``run_main(*args) -> (exit code, stdout, stderr)``."""
+    from videorec_cli import main as cli_main
+
+    def run(*args) -> tuple:
+        monkeypatch.setattr(sys, "argv", ["videorec", *[str(a) for a in args]])
+        with pytest.raises(SystemExit) as done:
+            cli_main.main()
+        out = capsys.readouterr()
+        return done.value.code, out.out, out.err
+
+    return run

@@ -23,7 +23,6 @@ from ops.data.loader import ViewSettings, build_dataset
 from ops.engine.checkpoints import load_model, model_metadata, remove_stale_temporaries
 from ops.engine.config import DataSettings, TrainSettings
 from ops.evaluation.scores import read_scores
-from videorec_cli import main as cli_main
 from videorec_cli.main import app
 
 SMALL = ["--crop-size", "32", "--scale-size", "32", "-b", "4", "--workers", "0", "--epochs", "1",
@@ -31,13 +30,6 @@ SMALL = ["--crop-size", "32", "--scale-size", "32", "-b", "4", "--workers", "0",
 TSM = ["--arch", "tsm_mbv2", "-m", "width_mult=0.25", "--num-segments", "4", "--npb"]
 
 
-def run_main(monkeypatch, capsys, *args) -> tuple:
-    """Run the console entry point in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["videorec", *[str(a) for a in args]])
-    with pytest.raises(SystemExit) as done:
-        cli_main.main()
-    out = capsys.readouterr()
-    return done.value.code, out.out, out.err
 
 
 def invoke(*args):
@@ -93,8 +85,8 @@ def test_training_keeps_partial_bn_on_unless_npb():
 
 
 @pytest.mark.parametrize("command", ["train", "test", "predict", "stream", "early-exit"])
-def test_unknown_model_option_is_one_error_line_naming_the_valid_ones(command, tiny_run, tiny_dataset, tmp_path,
-                                                                      monkeypatch, capsys):
+def test_unknown_model_option_is_one_error_line_naming_the_valid_ones(command, tiny_run,
+        tiny_dataset, tmp_path, run_main):
     ckpt = tiny_run / "last.pth"
     args = {"train": ["train", tiny_dataset, *TSM, *SMALL, "-o", tmp_path / "run"],
             "test": ["test", tiny_dataset, "--weights", ckpt, "-o", tmp_path / "scores"],
@@ -102,7 +94,7 @@ def test_unknown_model_option_is_one_error_line_naming_the_valid_ones(command, t
             "stream": ["stream", tmp_path / "unused.mp4", "--weights", ckpt],
             "early-exit": ["early-exit", "--eval-scores", tiny_run / "scores" / "scores_clip0of1.pkl",
                            "-o", tmp_path / "curve"]}[command]
-    code, _, err = run_main(monkeypatch, capsys, *args, "-m", "bogus=1")
+    code, _, err = run_main(*args, "-m", "bogus=1")
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith("videorec: error: -m bogus=1 does not apply to tsm_mbv2; it takes: consensus_type, "
                           "dropout, num_segments, partial_bn, shift_div"), err
@@ -111,7 +103,7 @@ def test_unknown_model_option_is_one_error_line_naming_the_valid_ones(command, t
 
 @pytest.mark.parametrize("case", ["missing list", "empty list", "unknown arch", "bad option", "npb on x3d",
                                   "missing tune-from"])
-def test_a_failed_train_leaves_no_run_folder(case, tiny_dataset, tmp_path, monkeypatch, capsys):
+def test_a_failed_train_leaves_no_run_folder(case, tiny_dataset, tmp_path, run_main):
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")
     extra = {"missing list": [*TSM, "--train-list", tmp_path / "nope.txt"],
@@ -124,18 +116,18 @@ def test_a_failed_train_leaves_no_run_folder(case, tiny_dataset, tmp_path, monke
                 "unknown arch": "unknown model 'nonet'", "bad option": "-m depth=3 does not apply to tsm_mbv2",
                 "npb on x3d": "--npb does not apply to x3d_xs", "missing tune-from": "missing.pth: no such checkpoint"}
     run = tmp_path / "runs" / "run"
-    code, _, err = run_main(monkeypatch, capsys, "train", tiny_dataset, *extra, *SMALL, "-o", run)
+    code, _, err = run_main("train", tiny_dataset, *extra, *SMALL, "-o", run)
     assert code == 2 and expected[case] in err and err.count("\n") == 1, err
     assert not run.exists() and not run.parent.exists()
 
 
-def test_train_and_test_check_their_output_folder_before_any_work(tiny_dataset, tmp_path, monkeypatch, capsys):
+def test_train_and_test_check_their_output_folder_before_any_work(tiny_dataset, tmp_path, run_main):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    code, _, err = run_main(monkeypatch, capsys, "test", tiny_dataset, "--weights", tmp_path / "missing.pth",
+    code, _, err = run_main("test", tiny_dataset, "--weights", tmp_path / "missing.pth",
                             "-o", blocker / "scores")
     assert code == 2 and f"score folder {blocker / 'scores'}: {blocker} is not a folder" in err  # not the weights
-    code, _, err = run_main(monkeypatch, capsys, "train", tiny_dataset, *TSM, *SMALL, "--tune-from",
+    code, _, err = run_main("train", tiny_dataset, *TSM, *SMALL, "--tune-from",
                             tmp_path / "missing.pth", "-o", blocker / "run")
     assert code == 2 and f"run folder {blocker / 'run'}: {blocker} is not a folder" in err
 
@@ -212,14 +204,14 @@ def test_stream_takes_classes_and_input_size_from_our_checkpoint(tmp_path):
     assert last.split()[:2] == ["1.0s", "5"] and {w for w in last.split() if w.isalpha()} == set(names)
 
 
-def test_keyboard_interrupt_is_one_line_and_exit_130(tmp_path, monkeypatch, capsys):
+def test_keyboard_interrupt_is_one_line_and_exit_130(tmp_path, monkeypatch, run_main):
     import ops.evaluation.early_exit_report as report
 
     def interrupted(**_):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(report, "early_exit_report", interrupted)
-    code, _, err = run_main(monkeypatch, capsys, "early-exit", "--eval-scores", tmp_path / "x.pkl",
+    code, _, err = run_main("early-exit", "--eval-scores", tmp_path / "x.pkl",
                             "--gflops-per-exit", 1)
     assert code == 130 and err == "videorec: interrupted\n"
 

@@ -3,7 +3,6 @@
 activation checkpointing, channels-last, the compile fallback and the loop that never syncs."""
 import copy
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -225,15 +224,6 @@ TINY = ["--arch", "tsm_mbv2", "-m", "width_mult=0.25", "--crop-size", "32", "--s
 QUICK = ["--epochs", "1", "--max-iters-per-epoch", "2"]
 
 
-def run_main(monkeypatch, capsys, *args) -> tuple:
-    """The console entry point in this process: (exit code, stdout, stderr)."""
-    from videorec_cli import main as cli_main
-
-    monkeypatch.setattr(sys, "argv", ["videorec", *[str(a) for a in args]])
-    with pytest.raises(SystemExit) as done:
-        cli_main.main()
-    out = capsys.readouterr()
-    return done.value.code, out.out, out.err
 
 
 def train(*args):
@@ -264,35 +254,35 @@ def test_settings_json_as_config_repeats_the_run_bit_for_bit(tiny_dataset, tmp_p
     assert "lr: 0.2  # flag" in printed and "mixup: 0.4  # config " in printed and "num_segments: 4  # config" in printed
 
 
-def test_config_errors_are_one_line_naming_the_key(tiny_dataset, tmp_path, monkeypatch, capsys):
+def test_config_errors_are_one_line_naming_the_key(tiny_dataset, tmp_path, run_main):
     config = tmp_path / "c.yaml"
     config.write_text("dataset: x\narch: tsm_mbv2\nlr_step: [1]\n")
-    code, _, err = run_main(monkeypatch, capsys, "train", "--config", config, "-o", tmp_path / "run")
+    code, _, err = run_main("train", "--config", config, "-o", tmp_path / "run")
     assert code == 2 and err.count("\n") == 1, err
     assert f"config {config}: unknown key 'dataset'" in err  # the data settings live under data:
     config.write_text(f"arch: tsm_mbv2\nlr_step: [1]\ndata: {{dataset: {tiny_dataset}}}\n")
-    code, _, err = run_main(monkeypatch, capsys, "train", "--config", config, "-o", tmp_path / "run")
+    code, _, err = run_main("train", "--config", config, "-o", tmp_path / "run")
     assert code == 2 and err == f"videorec: error: config {config}: unknown key 'lr_step'; did you mean lr_steps?\n"
-    code, _, err = run_main(monkeypatch, capsys, "train", "--recipe", "tsm_k400", "--arch", "x3d_xs", "--print-config")
+    code, _, err = run_main("train", "--recipe", "tsm_k400", "--arch", "x3d_xs", "--print-config")
     assert code == 2 and err.startswith("videorec: error: model_options.shift_div (from recipe tsm_k400) does not "
                                         "apply to x3d_xs; it takes: dropout"), err
-    code, _, err = run_main(monkeypatch, capsys, "train", tiny_dataset, *TINY, "--mixup", -1)
+    code, _, err = run_main("train", tiny_dataset, *TINY, "--mixup", -1)
     assert code == 2 and err == "videorec: error: --mixup (mixup) must be >= 0, not -1\n"
-    code, _, err = run_main(monkeypatch, capsys, "train", tiny_dataset, *TINY, "--accumulate", 5, "-o", tmp_path / "run")
+    code, _, err = run_main("train", tiny_dataset, *TINY, "--accumulate", 5, "-o", tmp_path / "run")
     assert code == 2 and err == ("videorec: error: --accumulate 5: an epoch has only 4 batch(es) of 4 per process; "
                                  "lower --accumulate or --batch-size\n"), err
     assert not (tmp_path / "run").exists()
 
 
-def test_recipe_scales_its_lr_to_the_global_batch_and_flags_win(monkeypatch, capsys):
-    code, out, _ = run_main(monkeypatch, capsys, "train", "--recipe", "msn_ssv1", "-b", 4, "--accumulate", 2,
+def test_recipe_scales_its_lr_to_the_global_batch_and_flags_win(run_main):
+    code, out, _ = run_main("train", "--recipe", "msn_ssv1", "-b", 4, "--accumulate", 2,
                             "--epochs", 3, "--print-config")
     assert code == 0
     # seed 001: lr 0.01 for 8 x 2 GPUs; this run: 4 x 1 process x 2 micro-batches = 8 clips per step
     assert "lr: 0.005  # recipe msn_ssv1, scaled to the global batch" in out
     assert "epochs: 3  # flag" in out and "lr_steps: [30.0, 45.0, 55.0]  # recipe msn_ssv1" in out
     assert "npb: true  # recipe msn_ssv1" in out and "  num_segments: 8  # recipe msn_ssv1" in out
-    code, out, _ = run_main(monkeypatch, capsys, "train", "--recipe", "msn_ssv1", "--lr", 0.1, "--print-config")
+    code, out, _ = run_main("train", "--recipe", "msn_ssv1", "--lr", 0.1, "--print-config")
     assert "lr: 0.1  # flag" in out
 
 

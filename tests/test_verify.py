@@ -75,8 +75,6 @@ def test_compare_keeps_the_published_metrics_only():
     assert comparison_lines(rows) == ["mAP: ours 80.25, published 79, difference +1.25"]
 
 
-def test_verify_takes_a_catalog_name_only(tmp_path, monkeypatch, capsys):
-    from tests.test_zoo_cli import run_main
-
-    code, _, err = run_main(monkeypatch, capsys, "verify", tmp_path / "x.pth", "-o", tmp_path / "v")
+def test_verify_takes_a_catalog_name_only(tmp_path, run_main):
+    code, _, err = run_main("verify", tmp_path / "x.pth", "-o", tmp_path / "v")
     assert code == 2 and "verify takes a name of `videorec weights`, not a file" in err

@@ -5,7 +5,6 @@ import hashlib
 import json
 import shutil
 import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ from ops.common.download import cached_file
 from ops.common.options import GivenOptions
 from ops.evaluation.early_exit import per_exit_gmacs
 from ops.evaluation.scores import read_scores
-from videorec_cli import main as cli_main
 from videorec_cli.main import app
 
 TINY_ARCH = {"arch": "tsm_mbv2", "options": {"width_mult": 0.25, "num_segments": 4}}
@@ -35,13 +33,6 @@ def invoke(*args) -> str:
     return result.output  # stdout and stderr
 
 
-def run_main(monkeypatch, capsys, *args) -> tuple:
-    """The console entry point in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["videorec", *[str(a) for a in args]])
-    with pytest.raises(SystemExit) as done:
-        cli_main.main()
-    out = capsys.readouterr()
-    return done.value.code, out.out, out.err
 
 
 def sha256(path: Path) -> str:
@@ -158,13 +149,13 @@ def test_train_starts_from_a_catalog_name(flag, zoo, tiny_dataset, tmp_path):
     torch.testing.assert_close(tuned[key], released[key])  # lr 0: the tuned weights are the catalog's
 
 
-def test_without_network_the_download_is_one_line(zoo, tiny_dataset, tmp_path, monkeypatch, capsys):
+def test_without_network_the_download_is_one_line(zoo, tiny_dataset, tmp_path, run_main):
     with socket.socket() as sock:  # a loopback port that nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     entry = catalog_entry("tiny_offline", cached_file(zoo), f"http://127.0.0.1:{port}/w.pth", str(tiny_dataset))
     try:
-        code, out, err = run_main(monkeypatch, capsys, "test", tiny_dataset, "--weights", "tiny_offline",
+        code, out, err = run_main("test", tiny_dataset, "--weights", "tiny_offline",
                                   "-o", tmp_path / "s")
     finally:
         unregister_weights("tiny_offline")
@@ -172,6 +163,6 @@ def test_without_network_the_download_is_one_line(zoo, tiny_dataset, tmp_path, m
     assert f"cannot reach http://127.0.0.1:{port}/w.pth" in err and str(cached_file(entry)) in err
 
 
-def test_an_unknown_name_says_close_ones(zoo, tiny_dataset, tmp_path, monkeypatch, capsys):
-    code, _, err = run_main(monkeypatch, capsys, "predict", tmp_path, "--weights", "tiny_zo")
+def test_an_unknown_name_says_close_ones(zoo, tiny_dataset, tmp_path, run_main):
+    code, _, err = run_main("predict", tmp_path, "--weights", "tiny_zo")
     assert code == 2 and "unknown weights 'tiny_zo'" in err and "tiny_zoo" in err
