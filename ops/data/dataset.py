@@ -186,7 +186,8 @@ class VideoDataset(torch.utils.data.Dataset):
                 return {"clip": clip, "target": self.target(labels), "index": current, "bad": "\n".join(bad)}
             except SourceError as exc:
                 if self.strict:
-                    raise
+                    record = self.records[current]
+                    raise SourceError(f"{record.source}:{record.line}: {exc}") from None
                 bad.append(f"{self.path(current)}\t{exc}")
                 if self.sampling.mode != "train":
                     record = self.records[index]
