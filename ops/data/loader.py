@@ -146,11 +146,12 @@ def make_loader(dataset: VideoDataset, batch_size: int, workers: int, *, sampler
                 drop_last: bool = False, seed: int = 0, persistent: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader over ``sampler`` (training) or a fixed list of ``indices`` (evaluation);
     ``persistent``: workers live across epochs (the epoch must then travel with the keys,
-    see ops.data.dataset.EpochKeys)."""
+    see ops.data.dataset.EpochKeys). Batches are pinned for the copy to a GPU, except clips a GPU
+    decoder already put there (``--decode-device cuda``)."""
     if sampler is None:
         sampler = indices if indices is not None else list(range(len(dataset)))
     return Loader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
-        collate_fn=collate_items, pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed),
+        collate_fn=collate_items, pin_memory=torch.cuda.is_available() and dataset.decode_device == "cpu", generator=torch.Generator().manual_seed(seed),
         persistent_workers=persistent and workers > 0, prefetch_factor=4 if workers > 0 else None,
         worker_init_fn=worker_init if workers > 0 else None)
