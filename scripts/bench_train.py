@@ -143,7 +143,8 @@ def write_dataset(root: Path, videos: int, size: int, frames: int = 16) -> Path:
 def bench_loop(args: argparse.Namespace, config: Path, new_loop: bool) -> Dict[str, float]:
     """Epochs through the real loader and TrainStep, per step: loader wait, step, bookkeeping (s)."""
     from ops.data.dataset import EpochKeys
-    from ops.data.loader import TrainSampler, batch_targets, build_dataset, model_input, resolve_spec
+    from ops.data.loader import batch_targets, build_dataset, model_input, resolve_spec
+    from ops.data.repeated_aug import TrainSampler
     from ops.engine.config import DataSettings
     from ops.engine.distributed import DistInfo
     from ops.engine.train_step import RunningSums

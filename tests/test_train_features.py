@@ -15,7 +15,8 @@ from archs import create_model
 from ops.common.errors import UserError
 from ops.data.augment import RandAugment
 from ops.data.dataset import EpochKeys, SamplingSettings, VideoDataset
-from ops.data.loader import TrainSampler, make_loader
+from ops.data.loader import make_loader
+from ops.data.repeated_aug import TrainSampler
 from ops.data.records import VideoRecord
 from ops.data.transforms import ClipTransform
 from ops.engine.distributed import DistInfo

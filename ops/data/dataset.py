@@ -201,7 +201,7 @@ class EpochKeys(torch.utils.data.Sampler):
     """A train sampler's keys as ``(epoch, key)`` pairs, so loader workers that persist across
     epochs read each item with the generator of the epoch it was sampled for.
 
-    ``sampler`` has ``epoch`` and ``set_epoch(epoch, skip)`` (TrainSampler, RepeatedAugSampler).
+    ``sampler`` has ``epoch`` and ``set_epoch(epoch, skip)`` (ops.data.repeated_aug.TrainSampler).
     """
 
     def __init__(self, sampler) -> None:

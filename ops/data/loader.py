@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -15,7 +15,6 @@ from ops.data.augment import RandAugment, parse_randaugment
 from ops.engine.config import DataSettings
 from ops.data.dataset import SamplingSettings, VideoDataset
 from ops.data.decoders.registry import resolve_decoder
-from ops.engine.distributed import DistInfo
 from ops.data.records import read_list_file
 from ops.data.transforms import ClipTransform
 
@@ -63,28 +62,6 @@ def build_dataset(data: DataSettings, spec: InputSpec, split: str, mode: str,
                         num_classes=cfg.num_classes, multi_label=cfg.multi_label, video_ext=cfg.video_ext,
                         strict=data.strict_data, decode_device=data.decode_device,
                         decoder=resolve_decoder(data.decoder, data.decode_device, data.workers), augment=augment)
-
-
-class TrainSampler(torch.utils.data.Sampler):
-    """Shuffled indices per epoch (seed + epoch), split across ranks like DistributedSampler,
-    with ``skip`` items left out at the start (to resume inside an epoch)."""
-
-    def __init__(self, n: int, info: DistInfo, seed: int) -> None:
-        self.n, self.info, self.seed = n, info, seed
-        self.epoch, self.skip = 0, 0
-        self.per_rank = -(-n // info.world_size)
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.n, generator=g).tolist()
-        order += order[: self.per_rank * self.info.world_size - self.n]  # pad so every rank gets as many
-        return iter(order[self.info.rank::self.info.world_size][self.skip:])
-
-    def __len__(self) -> int:
-        return self.per_rank - self.skip
 
 
 def model_input(batch: dict, dataset: VideoDataset, device: torch.device) -> torch.Tensor:

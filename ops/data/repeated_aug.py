@@ -5,8 +5,8 @@ Per epoch (seed + epoch, so every rank draws the same order): shuffle the N vide
 repeat each K times in place (a a a b b b ...), and deal the list round-robin to the
 ranks, so the K copies of a video land on K different ranks when there are at least
 K of them (on fewer ranks, some copies meet in one rank's batch). Each rank takes
-ceil(N / world_size) items, as :class:`ops.data.loader.TrainSampler` does: an epoch
-has the same number of steps as without repetition and sees about N / K distinct
+ceil(N / world_size) items (as DistributedSampler does, padding by wrapping round): an
+epoch has the same number of steps as without repetition and sees about N / K distinct
 videos, each K times; over epochs the shuffles cover the whole set.
 
 The sampler yields sample KEYS, ``copy * N + index`` (copy 0..K-1), so the copies can
@@ -38,12 +38,13 @@ def item_rng(seed: int, epoch: int, key: int, n: int) -> np.random.Generator:
     return np.random.default_rng((seed, epoch, index) if copy == 0 else (seed, epoch, index, copy))
 
 
-class RepeatedAugSampler(torch.utils.data.Sampler):
-    """Sample keys (see :func:`split_key`) for one rank; ``set_epoch(epoch, skip)`` as
-    TrainSampler (``skip`` items of this rank's list left out at the start, to resume
-    inside an epoch)."""
+class TrainSampler(torch.utils.data.Sampler):
+    """The training sampler: sample keys (see :func:`split_key`) for one rank, ``repeats``
+    copies of each selected video (1: a plain shuffle split across ranks like
+    DistributedSampler); ``set_epoch(epoch, skip)``: ``skip`` items of this rank's list left
+    out at the start, to resume inside an epoch."""
 
-    def __init__(self, n: int, info: DistInfo, seed: int, repeats: int = 3) -> None:
+    def __init__(self, n: int, info: DistInfo, seed: int, repeats: int = 1) -> None:
         if repeats < 1:
             raise ValueError(f"--repeated-aug must be >= 1, not {repeats}")
         self.n, self.info, self.seed, self.repeats = n, info, seed, repeats

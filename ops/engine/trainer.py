@@ -37,16 +37,16 @@ from ops.common.fileio import check_output_dir
 from ops.engine.checkpoints import (load_training_state, model_metadata, remove_stale_temporaries, resume_path,
                                     rng_state, save_checkpoint, set_rng_state)
 from ops.engine.config import TrainSettings, write_json
-from ops.data.loader import TrainSampler, batch_targets, build_dataset, dataset_config, make_loader, model_input, resolve_spec
+from ops.data.loader import batch_targets, build_dataset, dataset_config, make_loader, model_input, resolve_spec
 from ops.engine.distributed import DistInfo, barrier, gather_objects, init_distributed, max_over_ranks
 from ops.common.errors import UserError
 from ops.engine.inference import predict
 from ops.evaluation.metrics import mean_average_precision, topk_accuracy
 from ops.engine.optim import LRSchedule, make_optimizer, param_groups
 from ops.common.runlog import RunLog, SkipLedger, progress
+from ops.data.repeated_aug import TrainSampler
 from ops.data.dataset import EpochKeys, VideoDataset, write_missing_report
 from ops.data.decoders.registry import describe as describe_decoders
-from ops.data.repeated_aug import RepeatedAugSampler
 from ops.engine.mixing import Mixer
 from ops.engine.speed import CompileGuard, checkpoint_stages, to_channels_last
 from ops.engine.train_step import RunningSums, TrainStep, criterion_for, grouped
@@ -333,8 +333,7 @@ def _train(settings: TrainSettings, prepared: Prepared, info: DistInfo, out_dir:
                            mixer=mixer, seed=settings.seed, rank=info.rank, channels_last=settings.channels_last,
                            guard=guard)
 
-    sampler = (RepeatedAugSampler(len(train_set), info, settings.seed, settings.data.repeated_aug)
-               if settings.data.repeated_aug > 1 else TrainSampler(len(train_set), info, settings.seed))
+    sampler = TrainSampler(len(train_set), info, settings.seed, settings.data.repeated_aug)
     keys = EpochKeys(sampler)
     drop_last, iters = epoch_steps(len(sampler), settings)
     schedule = LRSchedule(settings.lr, settings.epochs, iters, settings.lr_scheduler, settings.lr_steps,

@@ -139,7 +139,7 @@ def extraction_command(video: Path, pattern: str, *, short_side: int, fps: Optio
     return out.global_args("-nostdin", "-hide_banner", "-loglevel", "error").overwrite_output().compile(cmd=ffmpeg_exe())
 
 
-def _ffmpeg_message(stderr: bytes) -> str:
+def ffmpeg_message(stderr: bytes) -> str:
     """ffmpeg's complaint in one line: its first and last error lines, without ``[ctx @ 0x..]`` prefixes."""
     lines = [re.sub(r"^\[[^\]]* @ [^\]]*\]\s*", "", ln.strip())
              for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
@@ -169,7 +169,7 @@ def probe_video(video: Path, children: Optional[ChildProcesses] = None) -> Optio
     cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", f"file:{video}",
            "-map", "0:v:0", "-frames:v", "1", "-f", "null", "-"]
     code, stderr = (children or ChildProcesses()).run(cmd)
-    message = _ffmpeg_message(stderr)
+    message = ffmpeg_message(stderr)
     if code != 0:
         return f"undecodable: {message or f'ffmpeg exit code {code}'}"
     return None
@@ -196,7 +196,7 @@ def extract_frames(video: Path, out_dir: Path, short_side: int = 320, fps: Optio
         pattern = os.path.join(str(tmp).replace("%", "%%"), tmpl.ffmpeg_pattern)  # '%' in a folder name is literal
         cmd = extraction_command(video, pattern, short_side=short_side, fps=fps, quality=quality)
         code, stderr = (children or ChildProcesses()).run(cmd)
-        message = _ffmpeg_message(stderr)
+        message = ffmpeg_message(stderr)
         if code != 0:
             raise MediaError(video, f"ffmpeg failed: {message or f'exit code {code}'}")
         written = count_frames(tmp, tmpl)
@@ -234,6 +234,13 @@ def plan_outputs(src: Path, dst: Path, videos: Iterable[Path]) -> Dict[Path, Pat
         owner[out] = video
         plan[video] = out
     return plan
+
+
+def pending(plan: Dict[Path, Path], done: Callable[[Path], bool], overwrite: bool) -> Tuple[Dict[Path, Path], int]:
+    """The (video -> output) pairs of ``plan`` still to make, and how many outputs are ``done``
+    already (kept, unless ``overwrite``): what makes a long job resumable."""
+    todo = {video: out for video, out in plan.items() if overwrite or not done(out)}
+    return todo, len(plan) - len(todo)
 
 
 def remove_stale_temps(folders: Iterable[Path]) -> None:
@@ -275,12 +282,7 @@ def extract_tree(src: Path, dst: Path, *, short_side: int = 320, fps: Optional[f
     plan = plan_outputs(src, dst, videos)
     remove_stale_temps({out.parent for out in plan.values()})
     summary = ExtractSummary()
-    todo = {}
-    for video, out in plan.items():
-        if out.is_dir() and not overwrite:
-            summary.skipped += 1
-        else:
-            todo[video] = out
+    todo, summary.skipped = pending(plan, Path.is_dir, overwrite)
     note(f"extracting {len(todo)} videos into {dst} ({summary.skipped} already done)")
     children = ChildProcesses()
     try:

@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from ops.common.errors import UserError
 from ops.common.fileio import check_output_dir, write_report
-from ops.prep.media import (VIDEO_EXTENSIONS, MediaError, _ffmpeg_message, ffmpeg_exe, find_videos, plan_outputs,
-                            remove_stale_temps, scale_short_side)
+from ops.prep.media import (VIDEO_EXTENSIONS, MediaError, ffmpeg_exe, ffmpeg_message, find_videos, pending,
+                            plan_outputs, remove_stale_temps, scale_short_side)
 from ops.prep.synthetic import pick_encoder
 
 FAILURES_FILE = "transcode_failures.txt"
@@ -84,7 +84,7 @@ def transcode_video(video: Path, out: Path, settings: TranscodeSettings) -> int:
     try:
         proc = subprocess.run(transcode_command(video, tmp, settings), stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        message = _ffmpeg_message(proc.stderr)
+        message = ffmpeg_message(proc.stderr)
         if proc.returncode != 0:
             raise MediaError(video, f"ffmpeg failed: {message or f'exit code {proc.returncode}'}")
         frames = _video_frames(tmp)
@@ -136,12 +136,7 @@ def transcode_tree(src: Path, dst: Path, settings: TranscodeSettings, *, workers
     plan = plan_transcode(src, dst)
     remove_stale_temps({out.parent for out in plan.values()})
     summary = TranscodeSummary()
-    todo = {}
-    for video, out in plan.items():
-        if out.is_file() and not overwrite:
-            summary.skipped += 1
-        else:
-            todo[video] = out
+    todo, summary.skipped = pending(plan, Path.is_file, overwrite)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {pool.submit(transcode_video, video, out, settings): video for video, out in todo.items()}
         for future in tqdm(as_completed(futures), total=len(futures), desc="transcode", unit="video",
