@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -24,6 +24,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    control: Optional[object] = None  # beside NCCL, a gloo group for small host-side messages (stop signals)
 
     @property
     def is_main(self) -> bool:
@@ -68,11 +69,15 @@ def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group when launched distributed; a plain process gets rank 0 of 1."""
     rank, world, local = env_ranks()
     dev = pick_device(local, device)
-    if world > 1 and not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"))
-        os.environ.setdefault("MASTER_PORT", "29500")
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
-    return DistInfo(rank, world, local, dev)
+    control = None
+    if world > 1:
+        if not dist.is_initialized():
+            os.environ.setdefault("MASTER_ADDR", os.environ.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"))
+            os.environ.setdefault("MASTER_PORT", "29500")
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
+        if dev.type == "cuda":
+            control = dist.new_group(backend="gloo")
+    return DistInfo(rank, world, local, dev, control)
 
 
 def shutdown() -> None:
@@ -95,11 +100,14 @@ def gather_objects(obj, info: DistInfo) -> list:
 
 
 def max_over_ranks(value: int, info: DistInfo) -> int:
-    """The largest ``value`` of all ranks, on every rank (e.g. the stop signal any rank got)."""
+    """The largest ``value`` of all ranks, on every rank (e.g. the stop signal any rank got).
+
+    It travels on the host (gloo; on CUDA the ``control`` group beside NCCL), so asking every
+    step never makes the host wait for the GPU's queue."""
     if not info.distributed:
         return value
-    t = torch.tensor([value], device=info.device if info.device.type == "cuda" else "cpu")
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    t = torch.tensor([value])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=info.control)
     return int(t.item())
 
 
