@@ -2,7 +2,6 @@
 import os
 import pickle
 import resource
-import time
 
 import numpy as np
 import pytest
@@ -152,14 +151,12 @@ def test_forged_arrays_refused_before_allocating(tmp_path, arrays, reason):
     path = crafted_file(tmp_path / "forged.pkl", **arrays)
     assert path.stat().st_size < 2000
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
     with pytest.raises(UserError) as info:
         read_scores(path)
-    elapsed = time.perf_counter() - start
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     message = str(info.value)
     assert message.startswith(f"{path}: refused score file:") and reason in message and "\n" not in message
-    assert elapsed < 2 and grown_kib < 50 * 1024
+    assert grown_kib < 50 * 1024  # refused before anything was allocated
 
 
 def test_shared_data_cannot_multiply_memory(tmp_path):
