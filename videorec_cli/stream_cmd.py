@@ -66,7 +66,8 @@ def command(
                                    compiled=runtime == "torch" and jit is not False, spec=spec):
         top = "  ".join(f"{p * 100:5.1f}% {names[i] if i < len(names) else i}" for i, p in pred.top)
         typer.echo(f"{pred.seconds:7.1f}s {pred.frames:6d}  {top}")
-        preds.append(pred)
+        if output is not None:  # a timeline keeps the reports; otherwise memory stays constant
+            preds.append(pred)
     if output is not None:
         from ops.apps.timeline import causal_timeline, write_timeline
 

@@ -39,7 +39,7 @@ from torch import nn
 
 from archs.registry import InputSpec, create_model, get_entry
 from ops.apps.runtime import MANIFEST_KEY, manifest_path, open_session
-from ops.apps.stream import StateAsTuple
+from ops.apps.stream import StateAsTuple, is_stream
 from ops.common.errors import UserError
 from ops.common.fileio import check_output_dir, write_text_atomic
 from ops.common.options import GivenOptions
@@ -105,15 +105,6 @@ def build_model(arch: Optional[str], weights: Optional[str], num_classes: Option
     else:
         raise UserError("name a model or pass --weights CKPT")
     return model.eval()
-
-
-def is_stream(model: nn.Module) -> bool:
-    """Whether ``model`` is a stream model (it has an explicit ``init_state``)."""
-    try:
-        model.init_state(1)
-    except (AttributeError, ValueError):
-        return False
-    return True
 
 
 def frames_are_free(model: nn.Module) -> bool:

@@ -36,8 +36,8 @@ from ops.common.errors import UserError
 from ops.common.fileio import atomic_open, check_output_dir, write_report
 from ops.common.runlog import progress
 from ops.data.records import VideoRecord, read_list_file
-from ops.data.sampling import sample_indices
-from ops.data.sources import SourceError, open_source, resolve_path
+from ops.data.dataset import SamplingSettings
+from ops.data.sources import VIDEO_EXTENSIONS, SourceError, open_source, resolve_path, video_fps
 from ops.data.transforms import ClipTransform
 from ops.engine.distributed import DistInfo, gather_objects, init_distributed, shard
 
@@ -114,18 +114,15 @@ class FeatureClips(torch.utils.data.Dataset):
 
     def __init__(self, records: Sequence[VideoRecord], root: str, spec: InputSpec, settings: FeatureSettings) -> None:
         self.records, self.root, self.spec, self.settings = list(records), root, spec, settings
-        self.transform = ClipTransform(mode="val", crop_size=spec.crop_size, scale_size=spec.scale_size,
-                                       mean=spec.mean, std=spec.std, value_range=spec.value_range, flip="none")
+        self.transform = ClipTransform.of(spec, "val")
+        self.sampling = SamplingSettings.of(spec, "val")
 
     def __len__(self) -> int:
         return len(self.records)
 
     def indices(self, start: int, end: int) -> np.ndarray:
         """The model's frames of window [start, end), sampled as validation samples a video."""
-        spec = self.spec
-        return start + sample_indices(end - start, mode="val", num_segments=spec.num_segments,
-                                      new_length=spec.frames_per_segment, sampling=spec.sampling,
-                                      dense_stride=spec.dense_stride)
+        return start + self.sampling.indices(end - start, None)
 
     def __getitem__(self, row: int) -> dict:
         record = self.records[row]
@@ -133,7 +130,7 @@ class FeatureClips(torch.utils.data.Dataset):
         empty = torch.zeros(0, 3, self.spec.num_frames, self.spec.crop_size, self.spec.crop_size, dtype=torch.uint8)
         try:
             source = open_source(path, self.settings.frame_template, record.num_frames)
-            fps = self.settings.fps or getattr(getattr(source, "reader", None), "get_avg_fps", lambda: None)()
+            fps = self.settings.fps or (video_fps(path) if path.suffix.lower() in VIDEO_EXTENSIONS else None)
             ranges = windows(source.num_frames, fps, self.settings.window, self.settings.stride)
             clips = [self.transform(source.read(self.indices(*r)), record.labels)[0] for r in ranges]
         except SourceError as exc:

@@ -20,7 +20,7 @@ from ops.apps.runtime import OnnxClassifier, OnnxStreamStep, class_names_of, loa
 from ops.common.errors import UserError
 from ops.common.options import GivenOptions
 from ops.data.dataset import SamplingSettings
-from ops.data.sources import VIDEO_EXTENSIONS, SourceError, open_source
+from ops.data.sources import VIDEO_EXTENSIONS, SourceError, open_source, video_fps
 from ops.data.transforms import ClipTransform
 
 DEFAULT_WINDOW = 2.0  # seconds per window of a clip-model timeline
@@ -89,7 +89,7 @@ def load_predictor(s: PredictSettings, say: Callable[[str], None] = print) -> Pr
         model = load_onnx(s.weights, device=onnx_device(s.device))
         names = read_class_names(s.classes) if s.classes else class_names_of(model)
         return Predictor(model, model.input_spec, names, "cpu", isinstance(model, OnnxStreamStep), "onnx")
-    from ops.apps.export import is_stream
+    from ops.apps.stream import is_stream
     from ops.engine.checkpoints import load_model
     from ops.engine.distributed import pick_device
 
@@ -105,8 +105,7 @@ def load_predictor(s: PredictSettings, say: Callable[[str], None] = print) -> Pr
 
 def centre_transform(spec: InputSpec) -> ClipTransform:
     """The centre-crop test transform of ``spec``."""
-    return ClipTransform(mode="test", crop_size=spec.crop_size, scale_size=spec.scale_size, mean=spec.mean,
-                         std=spec.std, value_range=spec.value_range, channel_order=spec.channel_order)
+    return ClipTransform.of(spec)
 
 
 def clip_logits(model, clip: torch.Tensor) -> torch.Tensor:
@@ -146,8 +145,7 @@ def predict_video(s: PredictSettings, say: Callable[[str], None] = print,
     p = predictor or load_predictor(s, say)
     source = open_video(s)
     spec = p.spec
-    sampling = SamplingSettings(mode="test", num_segments=spec.num_segments, new_length=spec.frames_per_segment,
-                                sampling=spec.sampling, dense_stride=spec.dense_stride)
+    sampling = SamplingSettings.of(spec)
     try:
         frames = source.read(sampling.indices(source.num_frames, None))
     except SourceError as exc:
@@ -159,12 +157,13 @@ def predict_video(s: PredictSettings, say: Callable[[str], None] = print,
 
 def source_fps(s: PredictSettings, t: TimelineSettings) -> float:
     """The frame rate of ``s.video``: a video file's own; a frame folder's from ``--fps``."""
-    from ops.apps.timeline import video_fps
-
     if Path(s.video).suffix.lower() in VIDEO_EXTENSIONS:
         if t.fps is not None:
             raise UserError(f"--fps applies to frame folders; {s.video} says its own frame rate")
-        return video_fps(s.video)
+        try:
+            return video_fps(Path(s.video))
+        except SourceError as exc:
+            raise UserError(str(exc)) from None
     if t.fps is None:
         raise UserError(f"{s.video} is a frame folder: pass --fps (its frame rate)")
     return t.fps

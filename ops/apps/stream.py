@@ -122,11 +122,9 @@ def load_stream_model(arch: Optional[str], weights: Optional[str], num_classes: 
     else:
         loaded = load_model(weights, arch=arch, num_classes=num_classes, options=options, fallback_classes=fallback,
                             classes_fix="drop --num-classes (the checkpoint says its class count)")
-    try:
-        loaded.model.init_state(1)  # only stream models have a state
-    except (AttributeError, ValueError):
+    if not is_stream(loaded.model):
         raise UserError(f"{loaded.model.arch_name} is not a stream model; "
-                        "`videorec models 'movinet_*_stream'` lists them") from None
+                        "`videorec models 'movinet_*_stream'` lists them")
     loaded.model.eval()
     if class_names:
         loaded.class_names = list(class_names)
@@ -160,6 +158,15 @@ def load_stream_runner(runtime: str, arch: Optional[str], weights: Optional[str]
     loaded = load_stream_model(arch, weights, num_classes, names, given_options({}, model_option))
     target = pick_device(0, device)
     return StreamRunner(loaded.model.to(target), loaded.spec, loaded.class_names, loaded.notes, str(target))
+
+
+def is_stream(model: nn.Module) -> bool:
+    """Whether ``model`` is a stream model (it has an explicit ``init_state``)."""
+    try:
+        model.init_state(1)
+    except (AttributeError, ValueError):
+        return False
+    return True
 
 
 class StateAsTuple(nn.Module):

@@ -27,7 +27,7 @@ import torch
 
 from archs.registry import InputSpec
 from ops.common.errors import UserError
-from ops.common.fileio import atomic_open, write_text_atomic
+from ops.common.fileio import write_figure, write_text_atomic
 from ops.data.dataset import SamplingSettings
 from ops.data.sources import SourceError
 
@@ -61,21 +61,6 @@ class Timeline:
         return self.class_names[index] if index < len(self.class_names) else str(index)
 
 
-def video_fps(path: Path) -> float:
-    """A video file's frame rate as its decoder (PyAV) reports it."""
-    import av
-
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    except (OSError, IndexError, av.FFmpegError) as exc:
-        raise UserError(f"{path}: cannot read its frame rate ({exc})") from None
-    if not rate or float(rate) <= 0:
-        raise UserError(f"{path}: the file does not say its frame rate")
-    return float(rate)
-
-
 def window_bounds(duration: float, window: float, stride: float) -> List[Tuple[float, float]]:
     """(start, end) seconds of each window inside ``duration`` seconds; one window (the whole
     video) when it is shorter than ``window``."""
@@ -88,8 +73,7 @@ def window_bounds(duration: float, window: float, stride: float) -> List[Tuple[f
 def window_rows(classify: Classify, source, num_frames: int, fps: float, spec: InputSpec, window: float,
                 stride: float) -> Iterator[Row]:
     """One row per window: a clip sampled inside the window (the model's test sampling)."""
-    sampling = SamplingSettings(mode="test", num_segments=spec.num_segments, new_length=spec.frames_per_segment,
-                                sampling=spec.sampling, dense_stride=spec.dense_stride)
+    sampling = SamplingSettings.of(spec)
     for start, end in window_bounds(num_frames / fps, window, stride):
         first = min(int(round(start * fps)), num_frames - 1)
         stop = min(num_frames, max(int(round(end * fps)), first + 1))
@@ -157,9 +141,6 @@ def json_text(timeline: Timeline, top_k: int) -> str:
 def write_plot(timeline: Timeline, path: Path, count: int) -> None:
     """The probabilities of the top ``count`` classes over time (window centres, or report
     times of a causal timeline) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
     times = [row.end if timeline.causal else (row.start + row.end) / 2 for row in timeline.rows]
@@ -174,8 +155,7 @@ def write_plot(timeline: Timeline, path: Path, count: int) -> None:
                  f"({'causal stream' if timeline.causal else 'windows'})")
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png")
+    write_figure(fig, path)
 
 
 def write_timeline(timeline: Timeline, out_dir: Path, top_k: int) -> List[Path]:

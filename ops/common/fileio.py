@@ -87,3 +87,10 @@ def check_output_dir(path: Path, what: str = "output folder",
         where = "" if existing == path else f" ({existing} is not writable)"
         raise UserError(f"{what} {path} is not writable{where}: {fix}")
     return path
+
+
+def write_figure(fig, path: Path, dpi: int = 100) -> None:
+    """Save a matplotlib ``Figure`` as a PNG at ``path``, atomically (a bare Figure renders
+    with Agg: no display and no global backend needed)."""
+    with atomic_open(Path(path), "wb") as fh:
+        fig.savefig(fh, format="png", dpi=dpi)

@@ -58,6 +58,13 @@ class SamplingSettings:
     num_clips: int = 1
     twice: bool = False
 
+    @classmethod
+    def of(cls, spec, mode: str = "test", **views) -> "SamplingSettings":
+        """The sampling of a model's input spec (``archs.registry.InputSpec``); ``views`` the clip
+        index, clip count and twice-sampling of a test."""
+        return cls(mode=mode, num_segments=spec.num_segments, new_length=spec.frames_per_segment,
+                   sampling=spec.sampling, dense_stride=spec.dense_stride, **views)
+
     @property
     def clips_per_sample(self) -> int:
         return 2 if self.twice and self.mode != "train" and self.sampling == "segment" else 1

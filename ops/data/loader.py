@@ -50,13 +50,9 @@ def build_dataset(data: DataSettings, spec: InputSpec, split: str, mode: str,
     cfg = cfg or dataset_config(data)
     views = views or ViewSettings()
     records = read_list_file(cfg.list_path(split), cfg.num_classes)
-    sampling = SamplingSettings(mode=mode, num_segments=spec.num_segments, new_length=spec.frames_per_segment,
-                                sampling=spec.sampling, dense_stride=spec.dense_stride,
-                                clip_index=views.clip_index, num_clips=views.num_clips, twice=views.twice)
-    transform = ClipTransform(mode=mode, crop_size=spec.crop_size, scale_size=spec.scale_size, mean=spec.mean,
-                              std=spec.std, value_range=spec.value_range, test_crops=views.test_crops,
-                              full_res=views.full_res, flip=cfg.flip, flip_map=cfg.flip_map(),
-                              channel_order=spec.channel_order)
+    sampling = SamplingSettings.of(spec, mode, clip_index=views.clip_index, num_clips=views.num_clips, twice=views.twice)
+    transform = ClipTransform.of(spec, mode, test_crops=views.test_crops, full_res=views.full_res, flip=cfg.flip,
+                                 flip_map=cfg.flip_map())
     augment = RandAugment(*parse_randaugment(data.randaugment)) if data.randaugment and mode == "train" else None
     return VideoDataset(records, root=cfg.root, template=cfg.frame_template, sampling=sampling, transform=transform,
                         num_classes=cfg.num_classes, multi_label=cfg.multi_label, video_ext=cfg.video_ext,

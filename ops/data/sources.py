@@ -17,7 +17,8 @@ from ops.data.decoders.registry import BACKENDS, resolve_decoder
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".ogv")
 
-__all__ = ["FRAME_TEMPLATES", "FrameFolderSource", "SourceError", "VIDEO_EXTENSIONS", "open_source", "resolve_path"]
+__all__ = ["FRAME_TEMPLATES", "FrameFolderSource", "SourceError", "VIDEO_EXTENSIONS", "open_source", "resolve_path",
+           "video_fps"]
 
 
 def open_source(path: Path, template: str, num_frames: Optional[int] = None, decoder: str = "auto",
@@ -36,3 +37,18 @@ def resolve_path(root: str, path: str, video_ext: str = "") -> Path:
     if video_ext and not full.suffix and not full.is_dir():
         full = full.with_name(full.name + video_ext)
     return full
+
+
+def video_fps(path: Path) -> float:
+    """A video file's frame rate, as its container says (read with PyAV, whichever decoder reads the frames)."""
+    import av
+
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    except (OSError, IndexError, av.FFmpegError) as exc:
+        raise SourceError(f"{path}: cannot read its frame rate ({exc})") from None
+    if not rate or float(rate) <= 0:
+        raise SourceError(f"{path}: the file does not say its frame rate")
+    return float(rate)

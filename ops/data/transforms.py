@@ -136,6 +136,13 @@ class ClipTransform:
     flip_map: Optional[Dict[int, int]] = None
     channel_order: str = "rgb"
 
+    @classmethod
+    def of(cls, spec, mode: str = "test", **views) -> "ClipTransform":
+        """The transform of a model's input spec (``archs.registry.InputSpec``): its crop, scale,
+        normalisation and channel order; ``views`` the other fields (test crops, flips)."""
+        return cls(mode=mode, crop_size=spec.crop_size, scale_size=spec.scale_size, mean=spec.mean, std=spec.std,
+                   value_range=spec.value_range, channel_order=spec.channel_order, **views)
+
     def __post_init__(self) -> None:
         if self.mode not in ("train", "val", "test"):
             raise ValueError(f"mode must be train, val or test, not {self.mode!r}")

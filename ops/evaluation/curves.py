@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 from ops.common.errors import UserError
-from ops.common.fileio import atomic_open
+from ops.common.fileio import write_figure
 
 NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 TRAIN_LINE = re.compile(r"\bepoch (\d+): (.*\bloss .*)$")
@@ -115,6 +115,5 @@ def plot_curves(runs: Sequence[RunCurves], out_path: Path) -> Path:
             ax.set_yscale("log")
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.95, hspace=0.35, wspace=0.2)
     out_path = Path(out_path)
-    with atomic_open(out_path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=100)
+    write_figure(fig, out_path)
     return out_path

@@ -17,7 +17,7 @@ import numpy as np
 from ops.evaluation.early_exit import (OperatingPoint, Split, best_under_budget, curve, exit_costs, holdout_split, metric_name,
                             per_exit_gmacs, static_points)
 from ops.common.errors import UserError
-from ops.common.fileio import atomic_open, check_output_dir, write_text_atomic
+from ops.common.fileio import check_output_dir, write_figure, write_text_atomic
 from ops.common.options import GivenOptions
 from ops.evaluation.scores import ScoreFile, read_scores
 
@@ -76,11 +76,9 @@ def csv_text(points: List[OperatingPoint], name: str) -> str:
 def write_plot(path: Path, dynamic: List[OperatingPoint], static: List[OperatingPoint], name: str,
                best: Optional[OperatingPoint], budget: Optional[float], title: str) -> None:
     """Metric vs expected GFLOPs: the early-exit curve, the fixed exits and the best point within the budget."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4.2))
-    FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.plot([p.eval_gflops for p in dynamic], [p.eval_metric for p in dynamic], "o-", ms=3, label="early exit")
     ax.plot([p.eval_gflops for p in static], [p.eval_metric for p in static], "s--", ms=3, label="fixed exit (k+1 frames)")
@@ -94,8 +92,7 @@ def write_plot(path: Path, dynamic: List[OperatingPoint], static: List[Operating
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=120)
+    write_figure(fig, path, dpi=120)
 
 
 def summary_lines(dynamic: List[OperatingPoint], static: List[OperatingPoint], name: str, gflops_per_exit: float,
