@@ -160,7 +160,7 @@ class VideoDataset(torch.utils.data.Dataset):
         clips = frames.chunk(self.sampling.clips_per_sample)
         outs = [self.transform(clip, record.labels, rng) for clip in clips]
         views = torch.cat([views for views, _ in outs])
-        if self.augment is not None and rng is not None:
+        if self.augment is not None:
             views = self.augment.augment_views(views, rng)
         return views, outs[0][1]
 

@@ -13,6 +13,7 @@ The cache folder is ``$VIDEOREC_CACHE_DIR``, else ``$XDG_CACHE_HOME/videorec``, 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -45,10 +46,16 @@ class FrameIndex:
     def num_frames(self) -> int:
         return len(self.pts)
 
+    @functools.cached_property
+    def keyframes(self) -> np.ndarray:
+        """Indices of the keyframes, ascending (computed once per index)."""
+        return np.flatnonzero(self.keyframe)
+
     def keyframe_before(self, i: int) -> int:
-        """The index of the last keyframe at or before frame ``i`` (0 if none)."""
-        keys = np.flatnonzero(self.keyframe[: i + 1])
-        return int(keys[-1]) if len(keys) else 0
+        """The index of the last keyframe at or before frame ``i`` (0 if none): a binary search,
+        since the decoders ask for every packet of a clip."""
+        j = int(np.searchsorted(self.keyframes, i, side="right")) - 1
+        return int(self.keyframes[j]) if j >= 0 else 0
 
 
 _ARRAYS = ("pts", "keyframe", "duration", "coded_size", "orientation")  # FrameIndex's array fields

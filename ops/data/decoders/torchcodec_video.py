@@ -72,8 +72,9 @@ class TorchCodecVideo(VideoFile):
         from torchcodec.decoders import VideoDecoder
 
         index = load_frame_index(self.path)
-        mappings = json.dumps({"frames": [{"pts": int(pts), "duration": int(duration), "key_frame": int(key)}
-                                          for pts, duration, key in zip(index.pts, index.duration, index.keyframe)]})
+        rows = zip(index.pts.tolist(), index.duration.tolist(), index.keyframe.astype(np.int64).tolist())
+        mappings = json.dumps({"frames": [{"pts": pts, "duration": duration, "key_frame": key}
+                                          for pts, duration, key in rows]})
         self.decoder = VideoDecoder(str(self.path), stream_index=index.stream, dimension_order="NHWC",
                                     num_ffmpeg_threads=threads, device=self.device, custom_frame_mappings=mappings)
         self.orientation = undo_then(rotation(self.decoder.metadata.rotation or 0.0), index.orientation)
