@@ -107,6 +107,15 @@ def write_missing_report(missing: Sequence[MissingEntry], out_dir: Path, split: 
     return path if missing else None
 
 
+def report_missing(missing: Sequence[MissingEntry], out_dir: Path, split: str) -> Optional[str]:
+    """Write the ``missing_<split>.txt`` report (:func:`write_missing_report`) and return the line to
+    log about it, or None when nothing is missing."""
+    report = write_missing_report(missing, out_dir, split)
+    if report is None:
+        return None
+    return f"{len(missing)} {split} list entries name media that do not exist; left out, listed in {report}"
+
+
 class VideoDataset(torch.utils.data.Dataset):
     """Clips of the videos of a list file (frame folders or video files)."""
 

@@ -95,7 +95,7 @@ def gather_objects(obj, info: DistInfo) -> list:
     if not info.distributed:
         return [obj]
     out: list = [None] * info.world_size
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj, group=info.control)  # pickles travel on the host
     return out
 
 
@@ -114,7 +114,7 @@ def max_over_ranks(value: int, info: DistInfo) -> int:
 def barrier(info: DistInfo) -> None:
     """Wait until every rank gets here (e.g. until rank 0 has saved)."""
     if info.distributed:
-        dist.barrier()
+        dist.barrier(group=info.control)
 
 
 def exit_code(exc: BaseException) -> int:

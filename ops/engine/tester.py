@@ -19,7 +19,7 @@ from ops.common.errors import UserError
 from ops.common.fileio import check_output_dir
 from ops.common.options import GivenOptions
 from ops.data.loader import ViewSettings, build_dataset, dataset_config, resolve_spec
-from ops.data.dataset import write_missing_report
+from ops.data.dataset import report_missing
 from ops.engine.checkpoints import load_model, override_note
 from ops.engine.config import DataSettings
 from ops.engine.distributed import init_distributed
@@ -101,15 +101,16 @@ def run_test(settings: TestSettings, say: Callable[[str], None] = print) -> List
         for note in [*(protocol.notes if protocol else ()), *loaded.notes,
                      *spec_notes(loaded.spec, settings.data, protocol.origin if protocol else None)]:
             say(note)
+    views = ViewSettings(settings.test_crops, settings.full_res, settings.clip_indices[0], settings.num_clips,
+                         settings.twice_sample)
+    dataset = build_dataset(settings.data, spec, "test", "test", views, cfg=cfg)  # the list read and checked once
+    if info.is_main:
+        message = report_missing(dataset.missing, out_dir, "test")
+        if message:
+            say(message)
     results = []
     for clip_index in settings.clip_indices:
-        views = ViewSettings(settings.test_crops, settings.full_res, clip_index, settings.num_clips, settings.twice_sample)
-        dataset = build_dataset(settings.data, spec, "test", "test", views, cfg=cfg)
-        if info.is_main and clip_index == settings.clip_indices[0]:
-            report = write_missing_report(dataset.missing, out_dir, "test")
-            if report is not None:
-                say(f"{len(dataset.missing)} test list entries name media that do not exist; left out, listed in "
-                    f"{report}")
+        dataset.sampling = replace(dataset.sampling, clip_index=clip_index)  # only the temporal position changes
         preds = predict(model, dataset, info, batch_size=settings.batch_size, workers=settings.data.workers,
                         amp=settings.amp, exits=settings.exits, desc=f"clip {clip_index}/{settings.num_clips}")
         metrics = view_metrics(preds.logits, preds.targets, cfg.multi_label)

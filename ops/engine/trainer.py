@@ -45,7 +45,7 @@ from ops.evaluation.metrics import mean_average_precision, topk_accuracy
 from ops.engine.optim import LRSchedule, make_optimizer, param_groups
 from ops.common.runlog import RunLog, SkipLedger, progress
 from ops.data.repeated_aug import TrainSampler
-from ops.data.dataset import EpochKeys, VideoDataset, write_missing_report
+from ops.data.dataset import EpochKeys, VideoDataset, report_missing
 from ops.data.decoders.registry import describe as describe_decoders
 from ops.engine.mixing import Mixer
 from ops.engine.speed import CompileGuard, checkpoint_stages, to_channels_last
@@ -242,16 +242,6 @@ def prepare(settings: TrainSettings) -> Prepared:
                     resume_path(settings.resume, out_dir))
 
 
-def report_missing(prepared: Prepared, out_dir: Path, log: RunLog) -> None:
-    """List entries whose media do not exist (counted when the lists were read) go to
-    ``missing_<split>.txt`` in the run folder, with one log line per split."""
-    for split, dataset in (("train", prepared.train_set), ("val", prepared.val_set)):
-        report = write_missing_report(dataset.missing, out_dir, split)
-        if report is not None:
-            log.warn(f"{len(dataset.missing)} {split} list entries name media that do not exist; left out, listed "
-                     f"in {report}")
-
-
 def train(settings: TrainSettings, notes: Sequence[str] = ()) -> Dict[str, float]:
     """Train as ``settings`` say (``notes``: lines for the run log, e.g. a recipe's lr scaling);
     returns the last validation metrics and the best one."""
@@ -270,7 +260,10 @@ def train(settings: TrainSettings, notes: Sequence[str] = ()) -> Dict[str, float
             log.info(message)
         log.info(describe_decoders(prepared.train_set.decoder, settings.data.decode_device))
         if info.is_main:
-            report_missing(prepared, out_dir, log)
+            for split, dataset in (("train", prepared.train_set), ("val", prepared.val_set)):
+                message = report_missing(dataset.missing, out_dir, split)
+                if message:
+                    log.warn(message)
         return _train(settings, prepared, info, out_dir, log)
     except SourceError as exc:  # strict mode, or a dataset where nothing reads
         raise UserError(last_line(exc)) from None
