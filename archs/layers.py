@@ -6,7 +6,6 @@ E steps (segments, exits or training targets).
 """
 from __future__ import annotations
 
-import copy
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -57,15 +56,6 @@ def fold_batch_norm(weight: torch.Tensor, bias: Optional[torch.Tensor],
     scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
     shift = norm.running_mean if bias is None else norm.running_mean - bias
     return weight * scale.view(-1, *([1] * (weight.dim() - 1))), norm.bias - shift * scale
-
-
-def fuse_conv_bn(conv: nn.modules.conv._ConvNd, norm: nn.modules.batchnorm._BatchNorm) -> nn.modules.conv._ConvNd:
-    """A copy of ``conv`` (same class and settings) with the eval-mode ``norm`` folded in."""
-    fused = copy.deepcopy(conv)
-    with torch.no_grad():
-        weight, bias = fold_batch_norm(conv.weight, conv.bias, norm)
-    fused.weight, fused.bias = nn.Parameter(weight), nn.Parameter(bias)
-    return fused
 
 
 def init_classifier_(fc: nn.Linear, std: float) -> nn.Linear:

@@ -225,9 +225,9 @@ class TSN(PartialBNMixin, SegmentHeadMixin, nn.Module):
         """(loss, logits (N, K)). ``'avg'``: ``criterion`` of the mean segment logits;
         ``'identity'``: the mean over segments of ``criterion`` of each segment's logits."""
         logits = self.frame_logits(x)
-        if self.consensus_type == "identity":
-            return per_step_loss(logits, target, criterion), logits.mean(dim=1)
         clip_logits = logits.mean(dim=1)
+        if self.consensus_type == "identity":
+            return per_step_loss(logits, target, criterion), clip_logits
         return criterion(clip_logits, target), clip_logits
 
     def convert_state_dict(self, state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

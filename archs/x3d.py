@@ -38,8 +38,9 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from archs.layers import depthwise_temporal_conv, fuse_conv_bn, init_classifier_, linear_classifier, make_divisible
+from archs.layers import depthwise_temporal_conv, init_classifier_, linear_classifier, make_divisible
 from archs.registry import KINETICS_MEAN, KINETICS_STD, InputSpec, ModelOptionError, register_model
 
 __all__ = ["X3DNet", "X3DStem", "X3DHead", "ResBlock", "SqueezeExcite", "X3DBottleneck", "TemporalDepthwiseConv3d",
@@ -302,11 +303,11 @@ class X3DNet(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Sequential) and len(module) > 1 and isinstance(module[0], nn.Conv3d) \
                     and isinstance(module[1], nn.BatchNorm3d):
-                module[0], module[1] = fuse_conv_bn(module[0], module[1]), nn.Identity()
+                module[0], module[1] = fuse_conv_bn_eval(module[0], module[1]), nn.Identity()
             for conv_name, bn_name in _CONV_BN_PAIRS:
                 conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
                 if isinstance(conv, nn.Conv3d) and isinstance(bn, nn.BatchNorm3d):
-                    setattr(module, conv_name, fuse_conv_bn(conv, bn))
+                    setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
                     setattr(module, bn_name, nn.Identity())
         return self
 

@@ -11,21 +11,18 @@ a rerun skips them; failures are listed in ``DST/transcode_failures.txt``.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import ffmpeg
-from tqdm import tqdm
 
 from ops.common.errors import UserError
 from ops.common.fileio import check_output_dir, write_report
 from ops.prep.media import (VIDEO_EXTENSIONS, MediaError, ffmpeg_exe, ffmpeg_message, find_videos, pending,
                             plan_outputs, remove_stale_temps, scale_short_side)
 from ops.prep.synthetic import pick_encoder
+from ops.prep.workers import ChildProcesses, run_jobs
 
 FAILURES_FILE = "transcode_failures.txt"
 
@@ -73,20 +70,21 @@ def _video_frames(path: Path) -> int:
         return container.streams.video[0].frames if container.streams.video else 0
 
 
-def transcode_video(video: Path, out: Path, settings: TranscodeSettings) -> int:
+def transcode_video(video: Path, out: Path, settings: TranscodeSettings,
+                    children: Optional[ChildProcesses] = None) -> int:
     """Transcode ``video`` to ``out`` through a temporary sibling; returns the frames written.
-    Raises :class:`MediaError` with ffmpeg's message (``out`` untouched) when it fails."""
+    Raises :class:`MediaError` with ffmpeg's message (``out`` untouched) when it fails;
+    ``children`` lets a caller stop the encoder (Ctrl-C)."""
     video, out = Path(video), Path(out)
     if not video.is_file():
         raise MediaError(video, "no such file")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        proc = subprocess.run(transcode_command(video, tmp, settings), stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        message = ffmpeg_message(proc.stderr)
-        if proc.returncode != 0:
-            raise MediaError(video, f"ffmpeg failed: {message or f'exit code {proc.returncode}'}")
+        code, stderr = (children or ChildProcesses()).run(transcode_command(video, tmp, settings))
+        message = ffmpeg_message(stderr)
+        if code != 0:
+            raise MediaError(video, f"ffmpeg failed: {message or f'exit code {code}'}")
         frames = _video_frames(tmp)
         if frames == 0:
             raise MediaError(video, f"no frames decoded{': ' + message if message else ''}")
@@ -137,22 +135,21 @@ def transcode_tree(src: Path, dst: Path, settings: TranscodeSettings, *, workers
     remove_stale_temps({out.parent for out in plan.values()})
     summary = TranscodeSummary()
     todo, summary.skipped = pending(plan, Path.is_file, overwrite)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(transcode_video, video, out, settings): video for video, out in todo.items()}
-        for future in tqdm(as_completed(futures), total=len(futures), desc="transcode", unit="video",
-                           disable=None, file=sys.stderr):
-            video = futures[future]
-            try:
-                summary.frames += future.result()
-            except MediaError as exc:
-                summary.failures.append((video, exc.reason))
-                continue
-            except OSError as exc:
-                summary.failures.append((video, f"{type(exc).__name__}: {exc}"))
-                continue
-            summary.transcoded += 1
-            summary.bytes_in += video.stat().st_size
-            summary.bytes_out += todo[video].stat().st_size
+    children = ChildProcesses()
+    done = run_jobs(lambda video: transcode_video(video, todo[video], settings, children), list(todo),
+                    workers=workers, children=children, desc="transcode", unit="video")
+    for video, future in done:
+        try:
+            summary.frames += future.result()
+        except MediaError as exc:
+            summary.failures.append((video, exc.reason))
+            continue
+        except OSError as exc:
+            summary.failures.append((video, f"{type(exc).__name__}: {exc}"))
+            continue
+        summary.transcoded += 1
+        summary.bytes_in += video.stat().st_size
+        summary.bytes_out += todo[video].stat().st_size
     summary.failures.sort()
     failures_file = Path(dst) / FAILURES_FILE
     write_report(failures_file, [f"{video}\t{reason}" for video, reason in summary.failures])
