@@ -85,7 +85,8 @@ class InputSpec:
 class ModelEntry:
     """A registered builder: ``fixed`` options are set by the name (``tsm_r50`` fixes the
     backbone and the shift) and cannot be changed; ``options`` are the ones a user may set,
-    with this name's defaults; ``aliases`` are other names of this model."""
+    with this name's defaults; ``aliases`` are other names of this model; ``imagenet``: the
+    builder can start from ImageNet backbone weights (it takes ``imagenet_pretrained``)."""
 
     name: str
     builder: Callable[..., nn.Module]
@@ -94,6 +95,7 @@ class ModelEntry:
     fixed: Dict[str, object] = field(default_factory=dict)
     options: Dict[str, object] = field(default_factory=dict)
     aliases: Tuple[str, ...] = ()
+    imagenet: bool = False
 
 
 _REGISTRY: Dict[str, ModelEntry] = {}
@@ -120,13 +122,11 @@ CUSTOM_FLOP_FORMULAS: Dict[object, Callable] = {}
 
 
 def builder_parameters(builder: Callable[..., nn.Module]) -> Dict[str, object]:
-    """Keyword options of a builder (function or class) and their defaults.
+    """Keyword options of a builder function and their defaults.
 
     Builders declare every option by name: a builder with ``**kwargs`` is refused,
     because its options could not be checked."""
-    target = builder.__init__ if inspect.isclass(builder) else builder
-    params = dict(inspect.signature(target).parameters)
-    params.pop("self", None)
+    params = inspect.signature(builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         raise TypeError(f"builder {builder.__name__} takes **kwargs; declare each option by name")
     return {k: (None if p.default is inspect.Parameter.empty else p.default) for k, p in params.items()
@@ -157,7 +157,8 @@ def register_model(name: str, *, family: str, description: str = "", aliases: Se
             raise TypeError(f"{name}: defaults {sorted(unknown)} are not user options of {builder.__name__}")
         options.update(defaults or {})
         doc = description or (builder.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = ModelEntry(name, builder, family, doc, dict(fixed), options, tuple(aliases))
+        _REGISTRY[name] = ModelEntry(name, builder, family, doc, dict(fixed), options, tuple(aliases),
+                                     "imagenet_pretrained" in params)
         for alias in aliases:
             if alias in _REGISTRY or alias in _ALIASES:
                 raise ValueError(f"alias {alias!r} is registered twice")
@@ -235,7 +236,7 @@ def create_model(name: str, num_classes: int, pretrained: Optional[str] = None, 
     resolved = {**entry.options, **given}
     kwargs = {**entry.fixed, **resolved}
     if pretrained == "imagenet":
-        if "imagenet_pretrained" not in builder_parameters(entry.builder):
+        if not entry.imagenet:
             raise ModelOptionError(f"{entry.name} has no ImageNet backbone weights; use --pretrained none or a "
                                    "checkpoint")
         kwargs["imagenet_pretrained"] = True
